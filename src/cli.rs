@@ -1,0 +1,183 @@
+//! The `pgbranch` command line.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tracing::info;
+
+use crate::config::{Config, LogFormat, Overrides};
+use crate::embedded::{Cluster, ClusterOptions, PgInstall};
+use crate::proxy::server::Server;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pgbranch",
+    version,
+    about = "PostgreSQL proxy with schema branches, DDL history, time travel and latency metrics"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy. Without an upstream, starts a private PostgreSQL.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Upstream PostgreSQL, e.g. postgres://user@host:5432/db or host=/run/postgresql.
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Address to listen on (default 127.0.0.1:6432).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, env = "PGBRANCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Also listen on a Unix socket in this directory.
+    #[arg(long)]
+    pub unix_socket_dir: Option<PathBuf>,
+    /// Data directory of the embedded PostgreSQL.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Directory with initdb/postgres for the embedded PostgreSQL.
+    #[arg(long)]
+    pub pg_bindir: Option<PathBuf>,
+}
+
+/// Entry point of the binary.
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGBRANCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Default data directory of the embedded PostgreSQL. Root's home is not
+/// readable by the `postgres` user the server then runs as, so root uses
+/// /var/lib.
+fn default_data_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/pgbranch/embedded");
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("pgbranch/embedded")
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        upstream: args.upstream,
+        unix_socket_dir: args.unix_socket_dir,
+        data_dir: args.data_dir,
+    };
+    let mut config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
+    if let Some(dir) = args.pg_bindir {
+        config.embedded.pg_bindir = Some(dir);
+    }
+    init_logging(&config);
+
+    // The embedded default: a private PostgreSQL under the data directory,
+    // reached over its own Unix socket.
+    let mut cluster = None;
+    let upstream_url = match &config.upstream.url {
+        Some(url) => url.clone(),
+        None => {
+            let install = PgInstall::find(config.embedded.pg_bindir.as_deref())?;
+            let data_dir = config
+                .embedded
+                .data_dir
+                .clone()
+                .unwrap_or_else(default_data_dir);
+            let opts = ClusterOptions {
+                socket_dir: data_dir.join("socket"),
+                data_dir: data_dir.join("pgdata"),
+                port: 5432,
+                listen_tcp: false,
+                superuser: "postgres".into(),
+                no_sync: false,
+                settings: vec![],
+            };
+            eprintln!(
+                "pgbranch: starting the embedded PostgreSQL in {} ...",
+                data_dir.display()
+            );
+            let mut c =
+                Cluster::init(install, opts).context("preparing the embedded PostgreSQL")?;
+            c.start().context("starting the embedded PostgreSQL")?;
+            let url = c.socket_url("postgres");
+            cluster = Some(c);
+            url
+        }
+    };
+
+    let workers = if config.workers == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        config.workers
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let embedded = cluster.is_some();
+    let result = runtime.block_on(async move {
+        let server = Server::bind(config, &upstream_url).await?;
+        let addr = server.local_addr();
+        if embedded {
+            println!(
+                "pgbranch is serving the embedded PostgreSQL. Connect with:\n  psql \"host={} port={} user=postgres dbname=postgres\"",
+                addr.ip(),
+                addr.port()
+            );
+        } else {
+            println!("pgbranch is listening on {addr}");
+        }
+        let handle = server.handle();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("shutdown requested: no new connections; sessions close when idle");
+            handle.shutdown();
+        });
+        server.run().await;
+        anyhow::Ok(())
+    });
+    if let Some(mut c) = cluster {
+        eprintln!("pgbranch: stopping the embedded PostgreSQL");
+        c.stop();
+    }
+    result
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

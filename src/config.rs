@@ -1,0 +1,462 @@
+//! Configuration: one typed struct, loaded from TOML, overridden by
+//! `PGBRANCH_*` environment variables and then by command-line flags,
+//! validated at load with errors that name the offending key.
+//!
+//! Every option is documented in `docs/configuration.md` and shown in
+//! `config/pgbranch.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration{}: {message}", origin.as_deref().map(|o| format!(" in {o}")).unwrap_or_default())]
+    Parse {
+        origin: Option<String>,
+        message: String,
+    },
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// TCP address clients connect to.
+    pub listen: String,
+    /// Directory for a Unix socket `.s.PGSQL.<port>` (port of `listen`).
+    pub unix_socket_dir: Option<PathBuf>,
+    /// Most client connections served at once; more are refused (53300).
+    pub max_client_connections: usize,
+    /// Largest client message accepted, in bytes; larger ones close the
+    /// connection with 08P01.
+    pub max_message_size: usize,
+    /// Time allowed for TLS negotiation, startup and authentication.
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+    /// Time allowed to open a TCP connection to the upstream.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// On SIGTERM/SIGINT: how long open transactions may run before their
+    /// sessions are closed.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// Size of each relay buffer (two per connection), in bytes.
+    pub relay_buffer_size: usize,
+    /// Worker threads of the runtime (0 = one per core).
+    pub workers: usize,
+    pub upstream: UpstreamConfig,
+    pub tls: TlsConfig,
+    pub embedded: EmbeddedConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:6432".into(),
+            unix_socket_dir: None,
+            max_client_connections: 10_000,
+            max_message_size: 256 * 1024 * 1024,
+            handshake_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(30),
+            relay_buffer_size: 32 * 1024,
+            workers: 0,
+            upstream: UpstreamConfig::default(),
+            tls: TlsConfig::default(),
+            embedded: EmbeddedConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// `postgres://[user@]host[:port][/db]` or `host=... port=...`; a host
+    /// starting with `/` is a Unix socket directory. Empty = embedded
+    /// PostgreSQL. Clients always log in with their own user and database;
+    /// the URL's user and database serve the proxy's own probes.
+    pub url: Option<String>,
+    /// TLS to the upstream.
+    pub tls: UpstreamTlsMode,
+    /// CA certificates (PEM) trusted for `verify-ca` / `verify-full`.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTlsMode {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS, certificate not checked (as libpq's `sslmode=require`).
+    Require,
+    /// TLS, certificate chain checked against `ca_file`.
+    VerifyCa,
+    /// TLS, chain and host name checked.
+    VerifyFull,
+}
+
+/// TLS offered to clients.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// `disable`, `allow` (TLS when the client asks; default) or `require`
+    /// (TCP clients without TLS are refused).
+    pub mode: ClientTlsMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientTlsMode {
+    Disable,
+    #[default]
+    Allow,
+    Require,
+}
+
+/// The embedded PostgreSQL started when no upstream is configured.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedConfig {
+    /// Data directory (created on first run).
+    pub data_dir: Option<PathBuf>,
+    /// Directory holding `initdb`, `pg_ctl` and `postgres`.
+    pub pg_bindir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `pgbranch=debug`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Accepts `"30s"`, `"500ms"`, `"2m"` or a number of seconds.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `500ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (e.g. 500ms, 30s, 2m)"))?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" | "min" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        other => Err(format!("unknown duration unit `{other}` in `{text}`")),
+    }
+}
+
+/// Sections of the config file; `PGBRANCH_<SECTION>_<KEY>` targets them.
+const SECTIONS: [&str; 4] = ["upstream", "tls", "embedded", "log"];
+
+/// Overrides from the command line (highest precedence).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+    pub unix_socket_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads defaults ← `file` ← environment (`PGBRANCH_*`) ← `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        origin: Some(path.display().to_string()),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("PGBRANCH_") else {
+                continue;
+            };
+            // PGBRANCH_CONFIG names the file itself; it is not a setting.
+            if rest == "CONFIG" {
+                continue;
+            }
+            apply_env(&mut table, &rest.to_ascii_lowercase(), &value, &name)?;
+        }
+        let mut config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: file.map(|p| p.display().to_string()),
+                    message: e.message().to_string(),
+                })?;
+        if let Some(l) = &overrides.listen {
+            config.listen = l.clone();
+        }
+        if let Some(u) = &overrides.upstream {
+            config.upstream.url = Some(u.clone());
+        }
+        if let Some(d) = &overrides.unix_socket_dir {
+            config.unix_socket_dir = Some(d.clone());
+        }
+        if let Some(d) = &overrides.data_dir {
+            config.embedded.data_dir = Some(d.clone());
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if let Some(url) = &self.upstream.url {
+            crate::proxy::upstream::UpstreamTarget::from_url(url)
+                .map_err(|e| invalid("upstream.url", e))?;
+        }
+        if self.max_client_connections == 0 {
+            invalid_err("max_client_connections", "must be at least 1")?;
+        }
+        if self.max_message_size < 1024 {
+            invalid_err("max_message_size", "must be at least 1024 bytes")?;
+        }
+        if self.relay_buffer_size < 1024 || self.relay_buffer_size > 16 * 1024 * 1024 {
+            invalid_err("relay_buffer_size", "must be between 1 KiB and 16 MiB")?;
+        }
+        if self.handshake_timeout.is_zero() {
+            invalid_err("handshake_timeout", "must be positive")?;
+        }
+        if self.connect_timeout.is_zero() {
+            invalid_err("connect_timeout", "must be positive")?;
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => invalid_err("tls.key_file", "required when tls.cert_file is set")?,
+            (None, Some(_)) => invalid_err("tls.cert_file", "required when tls.key_file is set")?,
+            (None, None) if self.tls.mode == ClientTlsMode::Require => {
+                invalid_err("tls.mode", "`require` needs tls.cert_file and tls.key_file")?
+            }
+            _ => {}
+        }
+        for (key, path) in [
+            ("tls.cert_file", &self.tls.cert_file),
+            ("tls.key_file", &self.tls.key_file),
+            ("upstream.ca_file", &self.upstream.ca_file),
+        ] {
+            if let Some(p) = path {
+                if !p.is_file() {
+                    invalid_err(key, format!("{} is not a readable file", p.display()))?;
+                }
+            }
+        }
+        if matches!(
+            self.upstream.tls,
+            UpstreamTlsMode::VerifyCa | UpstreamTlsMode::VerifyFull
+        ) && self.upstream.ca_file.is_none()
+        {
+            invalid_err("upstream.ca_file", "required for verify-ca and verify-full")?;
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|e| invalid("listen", format!("`{}`: {e}", self.listen)))
+    }
+
+    /// Whether TLS is offered to clients.
+    pub fn client_tls_enabled(&self) -> bool {
+        self.tls.mode != ClientTlsMode::Disable && self.tls.cert_file.is_some()
+    }
+}
+
+fn invalid_err(key: &'static str, message: impl Into<String>) -> Result<(), ConfigError> {
+    Err(invalid(key, message))
+}
+
+/// Applies one `PGBRANCH_*` variable to the TOML table.
+fn apply_env(table: &mut toml::Table, key: &str, raw: &str, var: &str) -> Result<(), ConfigError> {
+    // Values that parse as TOML (numbers, booleans, arrays) keep their
+    // type; anything else is a string.
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let (target, field) = match SECTIONS.iter().find(|s| key.starts_with(&format!("{s}_"))) {
+        Some(section) => {
+            let field = &key[section.len() + 1..];
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(t) = entry else {
+                return Err(ConfigError::Parse {
+                    origin: Some(var.to_string()),
+                    message: format!("`{section}` is not a table"),
+                });
+            };
+            (t, field)
+        }
+        None => (table, key),
+    };
+    // Paths and URLs must stay strings even when they look like numbers.
+    let value = match (&value, field) {
+        (toml::Value::String(_), _) => value,
+        (_, f) if f.ends_with("_file") || f.ends_with("_dir") || f == "url" || f == "listen" => {
+            toml::Value::String(raw.to_string())
+        }
+        _ => value,
+    };
+    target.insert(field.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml_text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml_text).unwrap();
+        Config::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            &Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, vec![], &Overrides::default()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:6432");
+        assert!(c.upstream.url.is_none());
+        assert_eq!(c.handshake_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn file_env_and_flags_layer_in_order() {
+        let c = load(
+            "listen = \"127.0.0.1:7000\"\nhandshake_timeout = \"250ms\"\n[upstream]\nurl = \"postgres://a@h:1/db\"\n",
+            &[
+                ("PGBRANCH_LISTEN", "127.0.0.1:7001"),
+                ("PGBRANCH_MAX_MESSAGE_SIZE", "4096"),
+                ("PGBRANCH_LOG_FORMAT", "json"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7001");
+        assert_eq!(c.max_message_size, 4096);
+        assert_eq!(c.handshake_timeout, Duration::from_millis(250));
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.upstream.url.as_deref(), Some("postgres://a@h:1/db"));
+
+        let c = Config::load(
+            None,
+            vec![("PGBRANCH_UPSTREAM_URL".into(), "postgres://x@y/z".into())],
+            &Overrides {
+                upstream: Some("host=/tmp port=5".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.upstream.url.as_deref(), Some("host=/tmp port=5"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load("lisen = \"x\"", &[]).unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+        let e = load("listen = \"nope\"", &[]).unwrap_err().to_string();
+        assert!(e.contains("`listen`"), "{e}");
+        let e = load(
+            "[tls]\ncert_file = \"/nonexistent\"\nkey_file = \"/nonexistent\"",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("tls.cert_file"), "{e}");
+        let e = load("handshake_timeout = \"3 fortnights\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fortnights"), "{e}");
+        let e = load("[upstream]\ntls = \"verify-full\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upstream.ca_file"), "{e}");
+        let e = load("", &[("PGBRANCH_UPSTREAM_URL", "postgres://h:notaport/db")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upstream.url"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("15").unwrap(), Duration::from_secs(15));
+        assert!(parse_duration("x").is_err());
+    }
+}

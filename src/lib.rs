@@ -1,0 +1,12 @@
+//! pgbranch: a PostgreSQL wire-protocol proxy that gives an ordinary
+//! database schema branches, DDL history, time travel and latency metrics.
+//!
+//! Module map: [`protocol`] (wire format, no I/O), [`proxy`] (listener,
+//! sessions, relay, cancel, TLS), [`config`], [`embedded`] (the private
+//! PostgreSQL of `pgbranch serve` without an upstream), [`cli`].
+
+pub mod cli;
+pub mod config;
+pub mod embedded;
+pub mod protocol;
+pub mod proxy;

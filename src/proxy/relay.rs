@@ -1,0 +1,769 @@
+//! The steady-state relay between a client and its upstream connection.
+//!
+//! One future per session polls both directions (as tokio's
+//! `copy_bidirectional` does: no extra task, no lock, no cross-thread
+//! wake-up). Each direction reads into a fixed buffer, walks the message
+//! headers in place, and writes the scanned range back out in one write:
+//! bytes are forwarded, not re-encoded, and a message larger than the
+//! buffer is streamed through piece by piece, so memory stays bounded
+//! whatever the result or COPY size. A write that cannot complete stops
+//! reading in that direction, which is the backpressure: a client that stops
+//! reading makes the upstream block, not the proxy buffer.
+//!
+//! Only what the hook asks for, and the few messages the relay itself must
+//! read (ReadyForQuery, ErrorResponse), are required whole in the buffer.
+//!
+//! [`Pending`] is the queue of expected responses: every client message that
+//! produces a response pushes a [`Group`] saying who owns it, and every
+//! server message is matched against the front of the queue. That is what
+//! lets a hook inject statements and swallow exactly their responses.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::hooks::{Owner, SessionHook};
+use super::stream::Stream;
+use crate::protocol::backend::{error_is_fatal, PgError};
+use crate::protocol::{backend_tag as bt, frontend_tag as ft, read_u32, HEADER_LEN};
+
+/// Which response ends a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ends {
+    /// ReadyForQuery (Query, FunctionCall, Sync).
+    Ready,
+    ParseComplete,
+    BindComplete,
+    CloseComplete,
+    /// RowDescription or NoData.
+    Describe,
+    /// CommandComplete, EmptyQueryResponse or PortalSuspended.
+    Execute,
+}
+
+/// The responses to one client message.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    ends: Ends,
+    owner: Owner,
+    /// Extended-protocol message: skipped by the server after an error
+    /// until Sync.
+    extended: bool,
+    sync: bool,
+    /// Simple Query: statements whose responses the proxy owns (bit i).
+    swallow: u64,
+    /// Simple Query: index of the statement now answering.
+    stmt: u32,
+}
+
+impl Group {
+    fn for_client_tag(tag: u8, owner: Owner, swallow: u64) -> Option<Self> {
+        let (ends, extended, sync) = match tag {
+            ft::QUERY | ft::FUNCTION_CALL => (Ends::Ready, false, false),
+            ft::SYNC => (Ends::Ready, false, true),
+            ft::PARSE => (Ends::ParseComplete, true, false),
+            ft::BIND => (Ends::BindComplete, true, false),
+            ft::CLOSE => (Ends::CloseComplete, true, false),
+            ft::DESCRIBE => (Ends::Describe, true, false),
+            ft::EXECUTE => (Ends::Execute, true, false),
+            _ => return None,
+        };
+        Some(Self {
+            ends,
+            owner,
+            extended,
+            sync,
+            swallow,
+            stmt: 0,
+        })
+    }
+
+    fn owner_now(&self) -> Owner {
+        if self.stmt < 64 && self.swallow & (1 << self.stmt) != 0 {
+            Owner::Proxy
+        } else {
+            self.owner
+        }
+    }
+}
+
+/// The queue of expected responses, shared by both directions.
+#[derive(Debug, Default)]
+pub struct Pending {
+    groups: VecDeque<Group>,
+    /// After an error in an extended-protocol message the server ignores
+    /// everything up to Sync.
+    discard_until_sync: bool,
+    /// Transaction status of the last ReadyForQuery (`I`, `T`, `E`).
+    pub tx_status: u8,
+}
+
+impl Pending {
+    fn push_client_tag(&mut self, tag: u8, owner: Owner, swallow: u64) {
+        if let Some(g) = Group::for_client_tag(tag, owner, swallow) {
+            self.groups.push_back(g);
+        }
+    }
+
+    /// Pushes groups for every message in a block of complete frames.
+    fn push_frames(&mut self, frames: &[u8], owner: Owner, swallow: u64) {
+        let mut at = 0;
+        while at + HEADER_LEN <= frames.len() {
+            self.push_client_tag(frames[at], owner, swallow);
+            at += 1 + read_u32(frames, at + 1) as usize;
+        }
+    }
+
+    /// The group a server message would be matched against, skipping
+    /// groups the server discards after an error.
+    fn front(&self) -> Option<&Group> {
+        if self.discard_until_sync {
+            self.groups.iter().find(|g| g.sync)
+        } else {
+            self.groups.front()
+        }
+    }
+
+    /// Who owns a server message with `tag` (without consuming it).
+    fn owner_of(&self, tag: u8) -> Owner {
+        match tag {
+            // Asynchronous messages go to the client; a notice belongs to
+            // whatever statement is running.
+            bt::NOTIFICATION_RESPONSE | bt::PARAMETER_STATUS => Owner::Client,
+            bt::READY_FOR_QUERY => self.front().map_or(Owner::Client, |g| g.owner),
+            _ => self.front().map_or(Owner::Client, Group::owner_now),
+        }
+    }
+
+    /// Accounts for a server message with `tag` that is being consumed.
+    fn advance(&mut self, tag: u8) {
+        if matches!(
+            tag,
+            bt::NOTIFICATION_RESPONSE | bt::PARAMETER_STATUS | bt::NOTICE_RESPONSE
+        ) {
+            return;
+        }
+        if self.discard_until_sync {
+            while self.groups.front().is_some_and(|g| !g.sync) {
+                self.groups.pop_front();
+            }
+        }
+        let Some(g) = self.groups.front_mut() else {
+            return;
+        };
+        let done = match (g.ends, tag) {
+            (_, bt::ERROR_RESPONSE) if g.extended => {
+                self.discard_until_sync = true;
+                true
+            }
+            (Ends::Ready, bt::READY_FOR_QUERY) => {
+                self.discard_until_sync = false;
+                true
+            }
+            (Ends::Ready, bt::COMMAND_COMPLETE | bt::EMPTY_QUERY_RESPONSE) => {
+                g.stmt = g.stmt.saturating_add(1);
+                false
+            }
+            (Ends::ParseComplete, bt::PARSE_COMPLETE)
+            | (Ends::BindComplete, bt::BIND_COMPLETE)
+            | (Ends::CloseComplete, bt::CLOSE_COMPLETE)
+            | (Ends::Describe, bt::ROW_DESCRIPTION | bt::NO_DATA)
+            | (
+                Ends::Execute,
+                bt::COMMAND_COMPLETE | bt::EMPTY_QUERY_RESPONSE | bt::PORTAL_SUSPENDED,
+            ) => true,
+            _ => false,
+        };
+        if done {
+            self.groups.pop_front();
+        }
+    }
+
+    /// No response outstanding.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// The client closed its connection (after Terminate or not).
+    ClientClosed,
+    /// The upstream closed; `fatal_seen` says whether it sent a FATAL
+    /// error first (which the client then already has).
+    UpstreamClosed {
+        fatal_seen: bool,
+    },
+    ClientError(io::Error),
+    UpstreamError(io::Error),
+    /// The client broke the protocol; the error is for the client.
+    ProtocolViolation(PgError),
+    /// Graceful shutdown reached an idle session.
+    Shutdown,
+    /// The shutdown timeout passed.
+    ForcedShutdown,
+}
+
+/// One direction's buffer and framing state.
+struct Pump {
+    buf: Vec<u8>,
+    /// Start of bytes not yet written (direct mode).
+    start: usize,
+    /// End of bytes already framed.
+    scanned: usize,
+    /// End of bytes read.
+    end: usize,
+    /// Bytes of the current message still to pass through unframed.
+    remaining: usize,
+    /// The scanned region waits for more bytes of a message needed whole.
+    need_more: bool,
+    /// Modified output (when bytes were injected or swallowed).
+    out: Vec<u8>,
+    out_pos: usize,
+    need_flush: bool,
+    eof: bool,
+    default_size: usize,
+}
+
+impl Pump {
+    fn new(size: usize, initial: &[u8]) -> Self {
+        let mut buf = vec![0; size.max(initial.len())];
+        buf[..initial.len()].copy_from_slice(initial);
+        Self {
+            buf,
+            start: 0,
+            scanned: 0,
+            end: initial.len(),
+            remaining: 0,
+            need_more: false,
+            out: Vec::new(),
+            out_pos: 0,
+            need_flush: false,
+            eof: false,
+            default_size: size,
+        }
+    }
+
+    fn output(&self) -> &[u8] {
+        if self.out_pos < self.out.len() {
+            &self.out[self.out_pos..]
+        } else {
+            &self.buf[self.start..self.scanned]
+        }
+    }
+
+    fn has_output(&self) -> bool {
+        self.out_pos < self.out.len() || self.start < self.scanned
+    }
+
+    fn consume_output(&mut self, n: usize) {
+        if self.out_pos < self.out.len() {
+            self.out_pos += n;
+            if self.out_pos == self.out.len() {
+                self.out.clear();
+                self.out_pos = 0;
+            }
+        } else {
+            self.start += n;
+        }
+    }
+
+    /// Whether the stream is between messages with nothing in flight, so a
+    /// proxy-made message may be written.
+    fn at_boundary(&self) -> bool {
+        self.remaining == 0 && self.scanned == self.start && !self.has_output()
+    }
+
+    fn idle(&self) -> bool {
+        self.at_boundary() && self.scanned == self.end
+    }
+
+    /// Makes room to read: compacts, and grows for a message needed whole
+    /// (`need` bytes from `scanned`).
+    fn make_room(&mut self, need: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.scanned = 0;
+            self.end = 0;
+            if self.buf.len() > self.default_size && need <= self.default_size {
+                self.buf = vec![0; self.default_size];
+            }
+        }
+        let free = self.buf.len() - self.end;
+        if free == 0 || self.scanned + need > self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.scanned -= self.start;
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if need > self.buf.len() - self.scanned {
+            self.buf.resize(self.scanned + need, 0);
+        }
+    }
+
+    /// Moves the written-as-is range `[start, upto)` into `out` so that
+    /// what follows can be changed.
+    fn divert(&mut self, upto: usize) {
+        self.out.extend_from_slice(&self.buf[self.start..upto]);
+        self.start = upto;
+    }
+}
+
+/// Which tags each side must see whole for the hook.
+struct Interest {
+    client: [bool; 256],
+    server: [bool; 256],
+}
+
+/// The relay future. Poll it to completion for the session's lifetime.
+pub struct Relay<'a> {
+    client: &'a mut Stream,
+    upstream: &'a mut Stream,
+    c2u: Pump,
+    u2c: Pump,
+    pub pending: Pending,
+    hook: &'a mut dyn SessionHook,
+    interest: Interest,
+    max_message: usize,
+    fatal_seen: bool,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    shutting_down: bool,
+    force: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+/// Parameters of a relay.
+pub struct RelayParams<'a> {
+    pub buffer_size: usize,
+    pub max_message: usize,
+    /// Bytes already read from the upstream during startup.
+    pub upstream_leftover: &'a [u8],
+    pub tx_status: u8,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub force: tokio_util::sync::CancellationToken,
+}
+
+impl<'a> Relay<'a> {
+    pub fn new(
+        client: &'a mut Stream,
+        upstream: &'a mut Stream,
+        hook: &'a mut dyn SessionHook,
+        params: RelayParams<'_>,
+    ) -> Self {
+        let mut interest = Interest {
+            client: [false; 256],
+            server: [false; 256],
+        };
+        for tag in 0..=255u8 {
+            interest.client[tag as usize] = hook.wants_client(tag);
+            interest.server[tag as usize] = hook.wants_server(tag);
+        }
+        Self {
+            client,
+            upstream,
+            c2u: Pump::new(params.buffer_size, &[]),
+            u2c: Pump::new(params.buffer_size, params.upstream_leftover),
+            pending: Pending {
+                tx_status: params.tx_status,
+                ..Pending::default()
+            },
+            hook,
+            interest,
+            max_message: params.max_message,
+            fatal_seen: false,
+            shutdown: Box::pin(params.shutdown.cancelled_owned()),
+            shutting_down: false,
+            force: Box::pin(params.force.cancelled_owned()),
+        }
+    }
+
+    /// Whether a proxy-made message may be written to the client now.
+    pub fn client_at_boundary(&self) -> bool {
+        self.u2c.at_boundary()
+    }
+
+    /// Idle: no response outstanding, nothing half-sent, not in a
+    /// transaction.
+    fn session_idle(&self) -> bool {
+        self.pending.is_empty()
+            && self.pending.tx_status == b'I'
+            && self.c2u.idle()
+            && self.u2c.idle()
+    }
+
+    /// Frames client bytes `[scanned, end)`.
+    fn process_client(&mut self) -> Result<(), PgError> {
+        let p = &mut self.c2u;
+        while p.scanned < p.end {
+            if p.remaining > 0 {
+                let n = p.remaining.min(p.end - p.scanned);
+                p.scanned += n;
+                p.remaining -= n;
+                continue;
+            }
+            let avail = p.end - p.scanned;
+            if avail < HEADER_LEN {
+                p.need_more = true;
+                break;
+            }
+            let tag = p.buf[p.scanned];
+            let len = read_u32(&p.buf, p.scanned + 1) as usize;
+            if len < 4 {
+                return Err(PgError::fatal("08P01", "invalid message length"));
+            }
+            if len > self.max_message {
+                return Err(PgError::fatal(
+                    "08P01",
+                    format!(
+                        "message of {len} bytes exceeds the proxy's limit of {} bytes (max_message_size)",
+                        self.max_message
+                    ),
+                ));
+            }
+            let total = 1 + len;
+            if !self.interest.client[tag as usize] {
+                self.pending.push_client_tag(tag, Owner::Client, 0);
+                if avail >= total {
+                    p.scanned += total;
+                } else {
+                    p.remaining = total - avail;
+                    p.scanned = p.end;
+                }
+                continue;
+            }
+            if avail < total {
+                p.need_more = true;
+                break;
+            }
+            let body = &p.buf[p.scanned + HEADER_LEN..p.scanned + total];
+            let verdict = self.hook.on_client_message(tag, body);
+            if verdict.is_forward() {
+                self.pending.push_client_tag(tag, Owner::Client, 0);
+                p.scanned += total;
+                continue;
+            }
+            p.divert(p.scanned);
+            self.pending.push_frames(&verdict.before, Owner::Proxy, 0);
+            p.out.extend_from_slice(&verdict.before);
+            match &verdict.replace {
+                Some(bytes) => {
+                    self.pending
+                        .push_frames(bytes, Owner::Client, verdict.swallow_statements);
+                    p.out.extend_from_slice(bytes);
+                }
+                None => {
+                    self.pending
+                        .push_client_tag(tag, Owner::Client, verdict.swallow_statements);
+                    p.out
+                        .extend_from_slice(&p.buf[p.scanned..p.scanned + total]);
+                }
+            }
+            self.pending.push_frames(&verdict.after, Owner::Proxy, 0);
+            p.out.extend_from_slice(&verdict.after);
+            p.scanned += total;
+            p.start = p.scanned;
+        }
+        if !p.out.is_empty() {
+            p.divert(p.scanned);
+        }
+        Ok(())
+    }
+
+    /// Frames upstream bytes `[scanned, end)`.
+    fn process_server(&mut self) -> Result<(), PgError> {
+        let p = &mut self.u2c;
+        while p.scanned < p.end {
+            if p.remaining > 0 {
+                let n = p.remaining.min(p.end - p.scanned);
+                p.scanned += n;
+                p.remaining -= n;
+                continue;
+            }
+            let avail = p.end - p.scanned;
+            if avail < HEADER_LEN {
+                p.need_more = true;
+                break;
+            }
+            let tag = p.buf[p.scanned];
+            let len = read_u32(&p.buf, p.scanned + 1) as usize;
+            if len < 4 {
+                return Err(PgError::fatal(
+                    "08P01",
+                    "the database server sent a malformed message",
+                ));
+            }
+            let total = 1 + len;
+            let owner = self.pending.owner_of(tag);
+            let hook_wants = owner == Owner::Client && self.interest.server[tag as usize];
+            let whole = owner == Owner::Proxy
+                || hook_wants
+                || matches!(tag, bt::READY_FOR_QUERY | bt::ERROR_RESPONSE);
+            if !whole {
+                self.pending.advance(tag);
+                if avail >= total {
+                    p.scanned += total;
+                } else {
+                    p.remaining = total - avail;
+                    p.scanned = p.end;
+                }
+                continue;
+            }
+            if avail < total {
+                p.need_more = true;
+                break;
+            }
+            self.pending.advance(tag);
+            let body = &p.buf[p.scanned + HEADER_LEN..p.scanned + total];
+            match tag {
+                bt::READY_FOR_QUERY if !body.is_empty() => self.pending.tx_status = body[0],
+                bt::ERROR_RESPONSE if error_is_fatal(body) => self.fatal_seen = true,
+                _ => {}
+            }
+            let forward = match owner {
+                Owner::Client => {
+                    if hook_wants {
+                        self.hook.on_server_message(tag, body);
+                    }
+                    true
+                }
+                Owner::Proxy => self.hook.on_injected_response(tag, body),
+            };
+            if !forward {
+                p.divert(p.scanned);
+                p.start = p.scanned + total;
+            }
+            p.scanned += total;
+        }
+        if !p.out.is_empty() {
+            p.divert(p.scanned);
+        }
+        Ok(())
+    }
+
+    /// Does one unit of work in the client → upstream direction.
+    fn poll_c2u(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayEnd>> {
+        if self.c2u.has_output() {
+            let n = ready!(Pin::new(&mut *self.upstream).poll_write(cx, self.c2u.output()))
+                .map_err(RelayEnd::UpstreamError)?;
+            if n == 0 {
+                return Poll::Ready(Err(RelayEnd::UpstreamError(
+                    io::ErrorKind::WriteZero.into(),
+                )));
+            }
+            self.c2u.consume_output(n);
+            self.c2u.need_flush = true;
+            return Poll::Ready(Ok(()));
+        }
+        if self.c2u.need_flush {
+            ready!(Pin::new(&mut *self.upstream).poll_flush(cx))
+                .map_err(RelayEnd::UpstreamError)?;
+            self.c2u.need_flush = false;
+        }
+        if self.c2u.scanned < self.c2u.end && !self.c2u.need_more {
+            self.process_client().map_err(RelayEnd::ProtocolViolation)?;
+            if self.c2u.has_output() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        if self.c2u.eof {
+            return Poll::Ready(Err(RelayEnd::ClientClosed));
+        }
+        let need = self.whole_need(true);
+        self.c2u.make_room(need);
+        let p = &mut self.c2u;
+        let mut rb = ReadBuf::new(&mut p.buf[p.end..]);
+        ready!(Pin::new(&mut *self.client).poll_read(cx, &mut rb))
+            .map_err(RelayEnd::ClientError)?;
+        let n = rb.filled().len();
+        if n == 0 {
+            p.eof = true;
+        }
+        p.end += n;
+        p.need_more = false;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Does one unit of work in the upstream → client direction.
+    fn poll_u2c(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayEnd>> {
+        if self.u2c.has_output() {
+            let n = ready!(Pin::new(&mut *self.client).poll_write(cx, self.u2c.output()))
+                .map_err(RelayEnd::ClientError)?;
+            if n == 0 {
+                return Poll::Ready(Err(RelayEnd::ClientError(io::ErrorKind::WriteZero.into())));
+            }
+            self.u2c.consume_output(n);
+            self.u2c.need_flush = true;
+            return Poll::Ready(Ok(()));
+        }
+        if self.u2c.need_flush {
+            ready!(Pin::new(&mut *self.client).poll_flush(cx)).map_err(RelayEnd::ClientError)?;
+            self.u2c.need_flush = false;
+        }
+        if self.u2c.scanned < self.u2c.end && !self.u2c.need_more {
+            self.process_server().map_err(RelayEnd::ProtocolViolation)?;
+            if self.u2c.has_output() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        if self.u2c.eof {
+            return Poll::Ready(Err(RelayEnd::UpstreamClosed {
+                fatal_seen: self.fatal_seen,
+            }));
+        }
+        let need = self.whole_need(false);
+        self.u2c.make_room(need);
+        let p = &mut self.u2c;
+        let mut rb = ReadBuf::new(&mut p.buf[p.end..]);
+        ready!(Pin::new(&mut *self.upstream).poll_read(cx, &mut rb))
+            .map_err(RelayEnd::UpstreamError)?;
+        let n = rb.filled().len();
+        if n == 0 {
+            p.eof = true;
+        }
+        p.end += n;
+        p.need_more = false;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Bytes needed from `scanned` for the message the pump waits on.
+    fn whole_need(&self, client: bool) -> usize {
+        let p = if client { &self.c2u } else { &self.u2c };
+        if !p.need_more || p.end - p.scanned < HEADER_LEN {
+            return HEADER_LEN;
+        }
+        1 + read_u32(&p.buf, p.scanned + 1) as usize
+    }
+}
+
+impl Future for Relay<'_> {
+    type Output = RelayEnd;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RelayEnd> {
+        let this = self.get_mut();
+        if this.force.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(RelayEnd::ForcedShutdown);
+        }
+        if !this.shutting_down && this.shutdown.as_mut().poll(cx).is_ready() {
+            this.shutting_down = true;
+        }
+        loop {
+            if this.shutting_down && this.session_idle() {
+                return Poll::Ready(RelayEnd::Shutdown);
+            }
+            let a = this.poll_c2u(cx);
+            if let Poll::Ready(Err(end)) = a {
+                return Poll::Ready(end);
+            }
+            let b = this.poll_u2c(cx);
+            if let Poll::Ready(Err(end)) = b {
+                return Poll::Ready(end);
+            }
+            if a.is_pending() && b.is_pending() {
+                if this.shutting_down && this.session_idle() {
+                    return Poll::Ready(RelayEnd::Shutdown);
+                }
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u8) -> u8 {
+        tag
+    }
+
+    /// Feeds server tags through the queue, returning owners.
+    fn run(p: &mut Pending, tags: &[u8]) -> Vec<Owner> {
+        tags.iter()
+            .map(|&t| {
+                let o = p.owner_of(t);
+                p.advance(t);
+                o
+            })
+            .collect()
+    }
+
+    use Owner::{Client as C, Proxy as X};
+
+    #[test]
+    fn injected_extended_messages_before_sync_are_recognised() {
+        let mut p = Pending::default();
+        for t in [b'P', b'B', b'E'] {
+            p.push_client_tag(t, C, 0);
+        }
+        for t in [b'P', b'B', b'E'] {
+            p.push_client_tag(t, X, 0);
+        }
+        p.push_client_tag(b'S', C, 0);
+        let owners = run(&mut p, b"12DDC12CZ");
+        assert_eq!(owners, vec![C, C, C, C, C, X, X, X, C]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn error_skips_to_sync() {
+        let mut p = Pending::default();
+        for t in [b'P', b'B', b'E'] {
+            p.push_client_tag(t, C, 0);
+        }
+        for t in [b'P', b'B', b'E'] {
+            p.push_client_tag(t, X, 0);
+        }
+        p.push_client_tag(b'S', C, 0);
+        // Parse fails: everything up to Sync is skipped by the server.
+        let owners = run(&mut p, b"EZ");
+        assert_eq!(owners, vec![C, C]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn swallowed_statements_of_a_simple_query() {
+        let mut p = Pending::default();
+        p.push_client_tag(b'Q', C, 0b10);
+        // CREATE TABLE; INSERT INTO history: second CommandComplete swallowed.
+        let owners = run(&mut p, &[msg(b'C'), b'N', b'C', b'Z']);
+        assert_eq!(owners, vec![C, X, X, C]);
+        // A failing first statement: error is the client's.
+        p.push_client_tag(b'Q', C, 0b10);
+        assert_eq!(run(&mut p, b"EZ"), vec![C, C]);
+    }
+
+    #[test]
+    fn async_messages_stay_with_the_client() {
+        let mut p = Pending::default();
+        p.push_client_tag(b'Q', X, 0);
+        assert_eq!(run(&mut p, b"ASNCZ"), vec![C, C, X, X, X]);
+        assert_eq!(run(&mut p, b"A"), vec![C]);
+    }
+
+    #[test]
+    fn describe_and_pipelines() {
+        let mut p = Pending::default();
+        for t in *b"PDSPBDES" {
+            p.push_client_tag(t, C, 0);
+        }
+        run(&mut p, b"1tTZ12TDDCZ");
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn pump_streams_large_messages() {
+        let mut pump = Pump::new(16, &[]);
+        pump.make_room(5);
+        assert_eq!(pump.buf.len(), 16);
+        pump.end = 16;
+        pump.start = 16;
+        pump.scanned = 16;
+        pump.make_room(5);
+        assert_eq!((pump.start, pump.end), (0, 0));
+    }
+}

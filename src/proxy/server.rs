@@ -1,0 +1,216 @@
+//! The listener: accepts TCP (and optionally Unix-socket) clients, bounds
+//! the number of connections, and runs graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::cancel::CancelMap;
+use super::hooks::{HookFactory, NoHooks};
+use super::stream::Stream;
+use super::upstream::{Connector, UpstreamTarget};
+use super::{session, tls, ProxyContext};
+use crate::config::Config;
+use crate::protocol::backend::PgError;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("upstream: {0}")]
+    Upstream(String),
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// Stops a running server.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shutdown: CancellationToken,
+}
+
+impl ServerHandle {
+    /// Starts graceful shutdown: no new connections; sessions close when
+    /// idle or when the shutdown timeout passes.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A bound, not yet running proxy.
+pub struct Server {
+    ctx: Arc<ProxyContext>,
+    tcp: TcpListener,
+    unix: Option<(UnixListener, PathBuf)>,
+}
+
+impl Server {
+    /// Binds the listeners. `upstream_url` overrides `config.upstream.url`
+    /// (the embedded default passes its own).
+    pub async fn bind(config: Config, upstream_url: &str) -> Result<Self, StartError> {
+        Self::bind_with_hooks(config, upstream_url, Arc::new(NoHooks)).await
+    }
+
+    pub async fn bind_with_hooks(
+        config: Config,
+        upstream_url: &str,
+        hooks: Arc<dyn HookFactory>,
+    ) -> Result<Self, StartError> {
+        let target = UpstreamTarget::from_url(upstream_url).map_err(StartError::Upstream)?;
+        let connector = Connector::new(target, &config.upstream, config.connect_timeout)
+            .map_err(StartError::Upstream)?;
+        let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+            (Some(cert), Some(key)) if config.client_tls_enabled() => {
+                Some(tokio_rustls::TlsAcceptor::from(
+                    tls::server_config(cert, key).map_err(StartError::Tls)?,
+                ))
+            }
+            _ => None,
+        };
+        let addr = config.listen.clone();
+        let tcp = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
+        let port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
+        let unix = match &config.unix_socket_dir {
+            Some(dir) => {
+                let path = dir.join(format!(".s.PGSQL.{port}"));
+                // A socket file left by a previous run that is not served
+                // any more is removed; a live one makes bind fail below.
+                if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+                    let _ = std::fs::remove_file(&path);
+                }
+                let l = UnixListener::bind(&path).map_err(|source| StartError::Listen {
+                    addr: path.display().to_string(),
+                    source,
+                })?;
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777));
+                Some((l, path))
+            }
+            None => None,
+        };
+        let ctx = Arc::new(ProxyContext {
+            config,
+            connector: Arc::new(connector),
+            tls,
+            cancel: Arc::new(CancelMap::default()),
+            hooks,
+            shutdown: CancellationToken::new(),
+            force: CancellationToken::new(),
+        });
+        Ok(Self { ctx, tcp, unix })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.tcp
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn unix_socket_path(&self) -> Option<&PathBuf> {
+        self.unix.as_ref().map(|(_, p)| p)
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shutdown: self.ctx.shutdown.clone(),
+        }
+    }
+
+    /// Live cancel keys (one per established session).
+    pub fn cancel_map(&self) -> Arc<CancelMap> {
+        self.ctx.cancel.clone()
+    }
+
+    /// Serves until shutdown, then waits for sessions (up to the
+    /// configured timeout) and returns.
+    pub async fn run(self) {
+        let Server { ctx, tcp, unix } = self;
+        let tracker = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(ctx.config.max_client_connections));
+        let (unix_listener, unix_path) = match unix {
+            Some((l, p)) => (Some(l), Some(p)),
+            None => (None, None),
+        };
+        info!(listen = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(), upstream = %ctx.connector.target.addr, "pgbranch is accepting connections");
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => break,
+                r = tcp.accept() => r.map(|(s, peer)| {
+                    let _ = s.set_nodelay(true);
+                    (Stream::Tcp(s), peer.to_string())
+                }),
+                r = accept_unix(unix_listener.as_ref()) => r.map(|s| (Stream::Unix(s), "[local]".to_string())),
+            };
+            let (mut stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off
+                    // briefly instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracker.spawn(async move {
+                    let e = PgError::fatal("53300", "sorry, too many clients already")
+                        .with_hint("raise max_client_connections in the pgbranch configuration");
+                    let _ = stream.write_all(&e.to_bytes()).await;
+                });
+                continue;
+            };
+            let ctx = ctx.clone();
+            tracker.spawn(async move {
+                session::serve(ctx, stream, peer).await;
+                drop(permit);
+            });
+        }
+        drop(tcp);
+        drop(unix_listener);
+        if let Some(p) = unix_path {
+            let _ = std::fs::remove_file(p);
+        }
+        tracker.close();
+        let open = tracker.len();
+        if open > 0 {
+            info!(sessions = open, timeout = ?ctx.config.shutdown_timeout, "waiting for sessions to finish");
+        }
+        if tokio::time::timeout(ctx.config.shutdown_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                sessions = tracker.len(),
+                "shutdown timeout passed; closing remaining sessions"
+            );
+            ctx.force.cancel();
+            tracker.wait().await;
+        }
+        info!("pgbranch stopped");
+    }
+}
+
+async fn accept_unix(l: Option<&UnixListener>) -> std::io::Result<tokio::net::UnixStream> {
+    match l {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}

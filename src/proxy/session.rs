@@ -1,0 +1,535 @@
+//! One client connection: negotiation, startup, authentication relay, then
+//! the relay until either side ends.
+//!
+//! States: `Negotiating` (SSLRequest / GSSENCRequest / CancelRequest /
+//! StartupMessage) → `Connecting` (upstream socket, TLS) → `Authenticating`
+//! (server messages relayed to the client and the client's answers back,
+//! until ReadyForQuery; BackendKeyData replaced by a proxy-issued key) →
+//! `Relaying` ([`super::relay::Relay`]) → `Closing` (a final error for the
+//! client when the session did not end by the client's own choice).
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, info, warn, Instrument};
+
+use super::cancel::{forward_cancel, CancelTarget, Registration};
+use super::hooks::SessionInfo;
+use super::relay::{Relay, RelayEnd, RelayParams};
+use super::selection::{self, Selection, DEFAULT_BRANCH};
+use super::stream::Stream;
+use super::ProxyContext;
+use crate::config::ClientTlsMode;
+use crate::protocol::backend::{auth, error_is_fatal, sasl_without_plus, BackendKey, PgError};
+use crate::protocol::startup::{
+    parse_startup_packet, StartupMessage, StartupPacket, MAX_STARTUP_PACKET,
+};
+use crate::protocol::{backend_tag as bt, frontend_tag as ft, put_message, read_u32, HEADER_LEN};
+
+/// Largest client message accepted during authentication.
+const MAX_AUTH_MESSAGE: usize = 64 * 1024;
+
+/// Why a session ended before relaying.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    /// Report this to the client, then close.
+    #[error("{0}")]
+    Client(PgError),
+    /// The connection is unusable; just close.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Nothing more to do (cancel request served, server error relayed).
+    #[error("done")]
+    Done,
+}
+
+impl From<PgError> for HandshakeError {
+    fn from(e: PgError) -> Self {
+        HandshakeError::Client(e)
+    }
+}
+
+/// A connection ready for the relay.
+struct Established {
+    client: Stream,
+    upstream: Stream,
+    leftover: Vec<u8>,
+    tx_status: u8,
+    info: SessionInfo,
+    _cancel: Registration,
+}
+
+/// Serves one client connection to its end.
+pub async fn serve(ctx: Arc<ProxyContext>, client: Stream, peer: String) {
+    let span = tracing::info_span!("conn", %peer, user = tracing::field::Empty, database = tracing::field::Empty, branch = tracing::field::Empty, application_name = tracing::field::Empty);
+    async move {
+        let timeout = ctx.config.handshake_timeout;
+        let est = match tokio::time::timeout(timeout, handshake(&ctx, client, &peer)).await {
+            Ok(Ok(est)) => est,
+            Ok(Err(HandshakeError::Done)) => return,
+            Ok(Err(HandshakeError::Client(_))) => return,
+            Ok(Err(HandshakeError::Io(e))) => {
+                debug!(error = %e, "connection closed during startup");
+                return;
+            }
+            Err(_) => {
+                info!(
+                    ?timeout,
+                    "startup did not finish in time; connection closed"
+                );
+                return;
+            }
+        };
+        relay(&ctx, est).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Reads one untagged startup-phase packet.
+async fn read_startup_packet<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<StartupPacket, HandshakeError> {
+    let len = r.read_u32().await? as usize;
+    if !(8..=MAX_STARTUP_PACKET).contains(&len) {
+        return Err(PgError::fatal("08P01", "invalid length of startup packet").into());
+    }
+    let mut body = vec![0; len - 4];
+    r.read_exact(&mut body).await?;
+    parse_startup_packet(&body).map_err(|e| PgError::fatal("08P01", e.to_string()).into())
+}
+
+/// Reads one tagged message, refusing lengths outside `4..=max`.
+async fn read_message<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<(u8, Vec<u8>), HandshakeError> {
+    let tag = r.read_u8().await?;
+    let len = r.read_u32().await? as usize;
+    if len < 4 || len > max {
+        return Err(PgError::fatal("08P01", "invalid message length").into());
+    }
+    let mut body = vec![0; len - 4];
+    r.read_exact(&mut body).await?;
+    Ok((tag, body))
+}
+
+/// Buffered reader over the upstream during startup; its leftover bytes
+/// become the relay's first input.
+struct UpstreamReader {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl UpstreamReader {
+    async fn next(&mut self, s: &mut Stream) -> Result<(u8, Vec<u8>), HandshakeError> {
+        loop {
+            let avail = &self.buf[self.pos..];
+            if avail.len() >= HEADER_LEN {
+                let len = read_u32(avail, 1) as usize;
+                if len < 4 {
+                    return Err(PgError::fatal(
+                        "08P01",
+                        "the database server sent a malformed message",
+                    )
+                    .into());
+                }
+                if avail.len() > len {
+                    let tag = avail[0];
+                    let body = avail[HEADER_LEN..1 + len].to_vec();
+                    self.pos += 1 + len;
+                    return Ok((tag, body));
+                }
+            }
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn leftover(self) -> Vec<u8> {
+        self.buf[self.pos..].to_vec()
+    }
+}
+
+async fn send_error(stream: &mut Stream, err: &PgError) {
+    let _ = stream.write_all(&err.to_bytes()).await;
+    let _ = stream.flush().await;
+}
+
+async fn handshake(
+    ctx: &ProxyContext,
+    mut client: Stream,
+    peer: &str,
+) -> Result<Established, HandshakeError> {
+    let is_tcp = matches!(client, Stream::Tcp(_));
+    // PostgreSQL 17 direct TLS: the first byte is a TLS handshake record.
+    if let (Stream::Tcp(tcp), Some(acceptor)) = (&client, &ctx.tls) {
+        let mut first = [0u8; 1];
+        if tcp.peek(&mut first).await? == 1 && first[0] == 0x16 {
+            let Stream::Tcp(tcp) = client else {
+                unreachable!()
+            };
+            client = Stream::ClientTls(Box::new(acceptor.accept(tcp).await?));
+        }
+    }
+    let startup = loop {
+        match read_startup_packet(&mut client).await {
+            Err(HandshakeError::Client(e)) => {
+                send_error(&mut client, &e).await;
+                return Err(HandshakeError::Client(e));
+            }
+            Err(e) => return Err(e),
+            Ok(StartupPacket::Ssl) => match (&ctx.tls, client) {
+                (Some(acceptor), Stream::Tcp(mut tcp)) => {
+                    tcp.write_all(b"S").await?;
+                    client = Stream::ClientTls(Box::new(acceptor.accept(tcp).await?));
+                }
+                (_, mut other) => {
+                    if other.is_tls() {
+                        let e = PgError::fatal(
+                            "08P01",
+                            "SSLRequest received on an encrypted connection",
+                        );
+                        send_error(&mut other, &e).await;
+                        return Err(e.into());
+                    }
+                    other.write_all(b"N").await?;
+                    client = other;
+                }
+            },
+            Ok(StartupPacket::GssEnc) => client.write_all(b"N").await?,
+            Ok(StartupPacket::Cancel { pid, secret }) => {
+                match ctx.cancel.lookup(pid, &secret) {
+                    Some(target) => {
+                        debug!(pid, "forwarding cancel request");
+                        if let Err(e) = forward_cancel(&target).await {
+                            warn!(error = %e, "could not forward cancel request");
+                        }
+                    }
+                    None => debug!(pid, "cancel request with an unknown key ignored"),
+                }
+                return Err(HandshakeError::Done);
+            }
+            Ok(StartupPacket::Startup(m)) => break m,
+        }
+    };
+    match startup_checks(ctx, startup, &client, is_tcp) {
+        Ok((startup, selection)) => {
+            connect_and_authenticate(ctx, client, startup, selection, peer).await
+        }
+        Err(e) => {
+            send_error(&mut client, &e).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Applies the startup rules: TLS requirement, selection, unsupported
+/// parameters.
+fn startup_checks(
+    ctx: &ProxyContext,
+    mut startup: StartupMessage,
+    client: &Stream,
+    is_tcp: bool,
+) -> Result<(StartupMessage, Selection), PgError> {
+    if ctx.config.tls.mode == ClientTlsMode::Require && is_tcp && !client.is_tls() {
+        return Err(PgError::fatal(
+            "28000",
+            "pgbranch accepts only encrypted connections on TCP",
+        )
+        .with_hint("connect with sslmode=require (or stronger)"));
+    }
+    if startup.get("user").is_none() {
+        return Err(PgError::fatal(
+            "28000",
+            "no PostgreSQL user name specified in startup packet",
+        ));
+    }
+    if let Some(r) = startup.get_str("replication") {
+        if !matches!(
+            r.to_ascii_lowercase().as_str(),
+            "false" | "off" | "no" | "0"
+        ) {
+            return Err(PgError::fatal(
+                "0A000",
+                "replication connections are not supported through pgbranch",
+            )
+            .with_hint("connect to PostgreSQL directly for replication"));
+        }
+    }
+    let selection = selection::extract(&mut startup)?;
+    if selection.branch != DEFAULT_BRANCH {
+        return Err(PgError::fatal(
+            "3D000",
+            format!("branch \"{}\" does not exist", selection.branch),
+        )
+        .with_detail(format!(
+            "selected by {}",
+            selection.branch_source.unwrap_or("default")
+        ))
+        .with_hint(
+            "this pgbranch version serves only the branch \"main\"; connect without a branch selection",
+        ));
+    }
+    if let Some(as_of) = &selection.as_of {
+        return Err(PgError::fatal(
+            "0A000",
+            format!("as-of sessions are not available in this pgbranch version (as_of = {as_of})"),
+        )
+        .with_hint("connect without an as_of selection"));
+    }
+    Ok((startup, selection))
+}
+
+async fn connect_and_authenticate(
+    ctx: &ProxyContext,
+    mut client: Stream,
+    startup: StartupMessage,
+    selection: Selection,
+    peer: &str,
+) -> Result<Established, HandshakeError> {
+    let user = startup.get_str("user").unwrap_or_default();
+    let database = startup.get_str("database").unwrap_or_else(|| user.clone());
+    let application_name = startup.get_str("application_name");
+    let span = tracing::Span::current();
+    span.record("user", user.as_str());
+    span.record("database", database.as_str());
+    span.record("branch", selection.branch.as_str());
+    if let Some(a) = &application_name {
+        span.record("application_name", a.as_str());
+    }
+
+    let mut upstream = match ctx.connector.connect().await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(upstream = %ctx.connector.target.addr, error = %e, "cannot reach the database server");
+            let err = PgError::fatal("08006", "pgbranch: the database server cannot be reached")
+                .with_hint("check that PostgreSQL is running and reachable from pgbranch; the cause is in the pgbranch log");
+            send_error(&mut client, &err).await;
+            return Err(err.into());
+        }
+    };
+    upstream.write_all(&startup.encode()).await?;
+    upstream.flush().await?;
+
+    let mut reader = UpstreamReader {
+        buf: Vec::with_capacity(8192),
+        pos: 0,
+    };
+    // Messages for the client are batched and written when the proxy must
+    // wait for the client, or at ReadyForQuery.
+    let mut to_client: Vec<u8> = Vec::with_capacity(1024);
+    let mut registration = None;
+    loop {
+        let (tag, body) = match reader.next(&mut upstream).await {
+            Ok(m) => m,
+            Err(HandshakeError::Io(e)) => {
+                warn!(error = %e, "the database server closed the connection during startup");
+                let err = PgError::fatal(
+                    "08006",
+                    "pgbranch: the database server closed the connection during startup",
+                );
+                to_client.extend_from_slice(&err.to_bytes());
+                client.write_all(&to_client).await?;
+                return Err(HandshakeError::Done);
+            }
+            Err(e) => return Err(e),
+        };
+        match tag {
+            bt::AUTHENTICATION => {
+                let code = if body.len() >= 4 {
+                    read_u32(&body, 0)
+                } else {
+                    u32::MAX
+                };
+                match code {
+                    auth::OK | auth::SASL_FINAL => put_message(&mut to_client, tag, &body),
+                    auth::CLEARTEXT | auth::MD5 | auth::SASL_CONTINUE => {
+                        put_message(&mut to_client, tag, &body);
+                        relay_client_auth(&mut client, &mut upstream, &mut to_client).await?;
+                    }
+                    auth::SASL => {
+                        let Some(msg) = sasl_without_plus(&body) else {
+                            let err = PgError::fatal("28000", "the database server offers only channel-binding SASL mechanisms, which cannot pass through a proxy")
+                                .with_hint("allow SCRAM-SHA-256 without channel binding for connections from pgbranch");
+                            to_client.extend_from_slice(&err.to_bytes());
+                            client.write_all(&to_client).await?;
+                            return Err(err.into());
+                        };
+                        to_client.extend_from_slice(&msg);
+                        relay_client_auth(&mut client, &mut upstream, &mut to_client).await?;
+                    }
+                    auth::GSS | auth::GSS_CONTINUE | auth::SSPI | auth::KERBEROS_V5 => {
+                        let err = PgError::fatal("28000", "GSSAPI and SSPI authentication are not supported through pgbranch")
+                            .with_hint("use SCRAM-SHA-256, md5 or password authentication for connections from pgbranch");
+                        to_client.extend_from_slice(&err.to_bytes());
+                        client.write_all(&to_client).await?;
+                        return Err(err.into());
+                    }
+                    other => {
+                        let err = PgError::fatal("08P01", format!("unsupported authentication request {other} from the database server"));
+                        to_client.extend_from_slice(&err.to_bytes());
+                        client.write_all(&to_client).await?;
+                        return Err(err.into());
+                    }
+                }
+            }
+            bt::BACKEND_KEY_DATA => {
+                let Some(upstream_key) = BackendKey::parse(&body) else {
+                    return Err(PgError::fatal(
+                        "08P01",
+                        "the database server sent invalid BackendKeyData",
+                    )
+                    .into());
+                };
+                let (client_key, reg) = ctx.cancel.register(CancelTarget {
+                    connector: ctx.connector.clone(),
+                    upstream: upstream_key,
+                });
+                client_key.encode(&mut to_client);
+                registration = Some(reg);
+            }
+            bt::ERROR_RESPONSE => {
+                put_message(&mut to_client, tag, &body);
+                client.write_all(&to_client).await?;
+                client.flush().await?;
+                if error_is_fatal(&body) {
+                    return Err(HandshakeError::Done);
+                }
+            }
+            bt::READY_FOR_QUERY => {
+                put_message(&mut to_client, tag, &body);
+                client.write_all(&to_client).await?;
+                client.flush().await?;
+                let Some(reg) = registration else {
+                    return Err(PgError::fatal(
+                        "08P01",
+                        "the database server sent no BackendKeyData",
+                    )
+                    .into());
+                };
+                let info = SessionInfo {
+                    user,
+                    database,
+                    branch: selection.branch,
+                    application_name,
+                    peer: peer.to_string(),
+                };
+                debug!("session established");
+                return Ok(Established {
+                    client,
+                    upstream,
+                    leftover: reader.leftover(),
+                    tx_status: body.first().copied().unwrap_or(b'I'),
+                    info,
+                    _cancel: reg,
+                });
+            }
+            // ParameterStatus, NoticeResponse, NegotiateProtocolVersion
+            // and anything else: relayed as sent.
+            _ => put_message(&mut to_client, tag, &body),
+        }
+    }
+}
+
+/// Sends what is queued for the client, then relays the client's one
+/// authentication answer to the upstream.
+async fn relay_client_auth(
+    client: &mut Stream,
+    upstream: &mut Stream,
+    to_client: &mut Vec<u8>,
+) -> Result<(), HandshakeError> {
+    client.write_all(to_client).await?;
+    client.flush().await?;
+    to_client.clear();
+    let (tag, body) = read_message(client, MAX_AUTH_MESSAGE).await?;
+    if tag != ft::PASSWORD {
+        return Err(HandshakeError::Client(PgError::fatal(
+            "08P01",
+            format!(
+                "expected an authentication response, got message type {:?}",
+                tag as char
+            ),
+        )));
+    }
+    let mut out = Vec::with_capacity(body.len() + HEADER_LEN);
+    put_message(&mut out, tag, &body);
+    upstream.write_all(&out).await?;
+    upstream.flush().await?;
+    Ok(())
+}
+
+async fn relay(ctx: &ProxyContext, est: Established) {
+    let Established {
+        mut client,
+        mut upstream,
+        leftover,
+        tx_status,
+        info,
+        _cancel,
+    } = est;
+    let mut hook = ctx.hooks.create(&info);
+    let mut relay = Relay::new(
+        &mut client,
+        &mut upstream,
+        hook.as_mut(),
+        RelayParams {
+            buffer_size: ctx.config.relay_buffer_size,
+            max_message: ctx.config.max_message_size,
+            upstream_leftover: &leftover,
+            tx_status,
+            shutdown: ctx.shutdown.clone(),
+            force: ctx.force.clone(),
+        },
+    );
+    let end = (&mut relay).await;
+    let at_boundary = relay.client_at_boundary();
+    drop(relay);
+    let final_error = match &end {
+        RelayEnd::ClientClosed => None,
+        RelayEnd::ClientError(e) => {
+            debug!(error = %e, "client connection failed");
+            None
+        }
+        RelayEnd::UpstreamClosed { fatal_seen: true } => None,
+        RelayEnd::UpstreamClosed { fatal_seen: false } | RelayEnd::UpstreamError(_) => {
+            if let RelayEnd::UpstreamError(e) = &end {
+                warn!(error = %e, "connection to the database server failed");
+            } else {
+                warn!("the database server closed the connection");
+            }
+            Some(
+                PgError::fatal(
+                    "08006",
+                    "pgbranch: the connection to the database server was lost",
+                )
+                .with_hint("the server closed the connection unexpectedly; reconnect to continue"),
+            )
+        }
+        RelayEnd::ProtocolViolation(e) => {
+            info!(error = %e, "protocol violation; connection closed");
+            Some(e.clone())
+        }
+        RelayEnd::Shutdown | RelayEnd::ForcedShutdown => {
+            debug!(?end, "closing session for shutdown");
+            let _ = upstream.write_all(&[ft::TERMINATE, 0, 0, 0, 4]).await;
+            Some(PgError::fatal(
+                "57P01",
+                "terminating connection because pgbranch is shutting down",
+            ))
+        }
+    };
+    if let (Some(err), true) = (final_error, at_boundary) {
+        send_error(&mut client, &err).await;
+    }
+    let _ = client.shutdown().await;
+    debug!("session ended");
+}

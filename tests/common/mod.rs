@@ -1,0 +1,411 @@
+//! Shared integration-test harness.
+//!
+//! - One private PostgreSQL cluster per test binary ([`cluster`]), started
+//!   with `pgbranch::embedded::Cluster` (initdb into a temp dir, random
+//!   port, private socket directory; as the `postgres` user when the tests
+//!   run as root). It stops when the test process exits, however it exits.
+//! - One fresh database per test ([`TestCluster::fresh_db`]).
+//! - The proxy runs in-process ([`start_proxy`]) or as the real binary
+//!   ([`PGBRANCH_BIN`]).
+//! - The cluster has roles for every authentication method and TLS on, so
+//!   every test binary can use them.
+//!
+//! A machine without PostgreSQL fails here with the installation hint, it
+//! never skips.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use pgbranch::config::Config;
+use pgbranch::embedded::{Cluster, ClusterOptions, PgInstall};
+use pgbranch::proxy::hooks::HookFactory;
+use pgbranch::proxy::server::{Server, ServerHandle};
+
+pub const PGBRANCH_BIN: &str = env!("CARGO_BIN_EXE_pgbranch");
+
+/// Password of every password-authenticated test role.
+pub const PASSWORD: &str = "s3cret-pw";
+
+/// A running private cluster and its files.
+pub struct TestCluster {
+    pub cluster: Mutex<Cluster>,
+    pub port: u16,
+    pub socket_dir: PathBuf,
+    /// CA certificate (PEM) that signed the server certificate.
+    pub ca_file: PathBuf,
+    /// Certificate and key for "localhost", usable by the proxy too.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    dbs: AtomicU32,
+    _dir: tempfile::TempDir,
+}
+
+/// Picks a free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Test TLS material: a CA and a "localhost" certificate it signed.
+pub struct Certs {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn make_certs() -> Certs {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "pgbranch test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    Certs {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+const HBA: &str = "\
+local all all trust
+host all pgb_md5 127.0.0.1/32 md5
+host all pgb_password 127.0.0.1/32 password
+host all pgb_scram 127.0.0.1/32 scram-sha-256
+host all all 127.0.0.1/32 trust
+";
+
+impl TestCluster {
+    /// Starts a new private cluster (most tests share [`cluster`]; tests
+    /// that stop or restart the server use their own).
+    pub fn start_new() -> TestCluster {
+        let install = PgInstall::find(None).unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::Builder::new()
+            .prefix("pgbranch-test-")
+            .tempdir()
+            .unwrap();
+        let certs = make_certs();
+        let tls_dir = dir.path().join("tls");
+        std::fs::create_dir(&tls_dir).unwrap();
+        let ca_file = tls_dir.join("ca.pem");
+        let cert_file = tls_dir.join("server.pem");
+        let key_file = tls_dir.join("server.key");
+        std::fs::write(&ca_file, &certs.ca_pem).unwrap();
+        std::fs::write(&cert_file, &certs.cert_pem).unwrap();
+        std::fs::write(&key_file, &certs.key_pem).unwrap();
+        let socket_dir = dir.path().join("sock");
+        let mut last_err = None;
+        for _ in 0..5 {
+            let port = free_port();
+            let opts = ClusterOptions {
+                data_dir: dir.path().join("data"),
+                socket_dir: socket_dir.clone(),
+                port,
+                listen_tcp: true,
+                superuser: "postgres".into(),
+                no_sync: true,
+                settings: vec![
+                    ("ssl".into(), "on".into()),
+                    ("ssl_cert_file".into(), cert_file.display().to_string()),
+                    ("ssl_key_file".into(), key_file.display().to_string()),
+                    ("max_connections".into(), "200".into()),
+                    ("fsync".into(), "off".into()),
+                    ("shared_buffers".into(), "32MB".into()),
+                ],
+            };
+            let mut cluster =
+                Cluster::init(install.clone(), opts).unwrap_or_else(|e| panic!("{e}"));
+            cluster.give_file(dir.path(), 0o755).unwrap();
+            cluster.give_file(&tls_dir, 0o755).unwrap();
+            cluster.give_file(&ca_file, 0o644).unwrap();
+            cluster.give_file(&cert_file, 0o644).unwrap();
+            cluster.give_file(&key_file, 0o600).unwrap();
+            cluster.write_file("pg_hba.conf", HBA).unwrap();
+            match cluster.start() {
+                Ok(()) => {
+                    let tc = TestCluster {
+                        cluster: Mutex::new(cluster),
+                        port,
+                        socket_dir,
+                        ca_file,
+                        cert_file,
+                        key_file,
+                        dbs: AtomicU32::new(0),
+                        _dir: dir,
+                    };
+                    tc.setup_roles();
+                    return tc;
+                }
+                // Port taken between probe and bind: try another.
+                Err(e) => last_err = Some(e),
+            }
+        }
+        panic!("could not start the test cluster: {}", last_err.unwrap());
+    }
+
+    fn setup_roles(&self) {
+        let sql = format!(
+            "SET password_encryption = 'md5';
+             CREATE ROLE pgb_md5 LOGIN PASSWORD '{PASSWORD}';
+             SET password_encryption = 'scram-sha-256';
+             CREATE ROLE pgb_scram LOGIN PASSWORD '{PASSWORD}';
+             CREATE ROLE pgb_password LOGIN PASSWORD '{PASSWORD}';
+             CREATE ROLE pgb_plain LOGIN;"
+        );
+        self.psql_socket("postgres", &sql);
+    }
+
+    /// Runs SQL directly on the server (not through the proxy) with psql.
+    pub fn psql_socket(&self, db: &str, sql: &str) -> String {
+        let out = std::process::Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .env("PGHOST", &self.socket_dir)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGDATABASE", db)
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates an empty database for one test and returns its name.
+    pub fn fresh_db(&self) -> String {
+        let n = self.dbs.fetch_add(1, Ordering::SeqCst);
+        let name = format!("t{}_{n}", std::process::id());
+        self.psql_socket("postgres", &format!("CREATE DATABASE {name}"));
+        name
+    }
+
+    /// URL the proxy uses to reach this cluster over TCP.
+    pub fn tcp_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Connection string for a direct connection (bypassing the proxy).
+    pub fn direct(&self, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            self.port
+        )
+    }
+
+    pub fn stop(&self) {
+        self.cluster.lock().unwrap().stop();
+    }
+
+    pub fn start(&self) {
+        self.cluster.lock().unwrap().start().unwrap();
+    }
+}
+
+static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+
+/// The cluster shared by the tests of this binary.
+pub fn cluster() -> &'static TestCluster {
+    CLUSTER.get_or_init(TestCluster::start_new)
+}
+
+/// A proxy running inside the test process.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    pub unix_socket: Option<PathBuf>,
+    pub cancel_map: std::sync::Arc<pgbranch::proxy::cancel::CancelMap>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestProxy {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// libpq connection string through the proxy.
+    pub fn conn_str(&self, user: &str, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} dbname={db}",
+            self.port()
+        )
+    }
+
+    /// Shuts down gracefully and waits until the server task ends.
+    pub async fn stop(self) {
+        self.handle.shutdown();
+        self.task.await.unwrap();
+    }
+}
+
+/// A config for an in-process test proxy on a random port.
+pub fn test_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".into(),
+        ..Config::default()
+    }
+}
+
+/// Starts an in-process proxy in front of `upstream_url`.
+pub async fn start_proxy_to(config: Config, upstream_url: &str) -> TestProxy {
+    start_proxy_with_hooks(config, upstream_url, None).await
+}
+
+/// Starts an in-process proxy in front of the shared cluster.
+pub async fn start_proxy(config: Config) -> TestProxy {
+    let url = cluster().tcp_url();
+    start_proxy_to(config, &url).await
+}
+
+pub async fn start_proxy_with_hooks(
+    config: Config,
+    upstream_url: &str,
+    hooks: Option<std::sync::Arc<dyn HookFactory>>,
+) -> TestProxy {
+    let server = match hooks {
+        Some(h) => Server::bind_with_hooks(config, upstream_url, h).await,
+        None => Server::bind(config, upstream_url).await,
+    }
+    .expect("proxy binds");
+    let addr = server.local_addr();
+    let handle = server.handle();
+    let unix_socket = server.unix_socket_path().cloned();
+    let cancel_map = server.cancel_map();
+    let task = tokio::spawn(server.run());
+    TestProxy {
+        addr,
+        handle,
+        unix_socket,
+        cancel_map,
+        task,
+    }
+}
+
+/// Connects with tokio-postgres (no TLS) and drives the connection in the
+/// background.
+pub async fn connect(conn_str: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(conn_str, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {conn_str}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Runs psql with `args`, returning (success, stdout, stderr). Async, so
+/// that an in-process proxy on the same runtime keeps running.
+pub async fn psql(conn_str: &str, args: &[&str]) -> (bool, String, String) {
+    psql_env(conn_str, args, &[]).await
+}
+
+/// Runs psql with extra environment (PGPASSWORD is removed unless given).
+pub async fn psql_env(
+    conn_str: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
+    let mut cmd = tokio::process::Command::new("psql");
+    cmd.arg("-X")
+        .arg(conn_str)
+        .args(args)
+        .env_remove("PGPASSWORD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(std::process::Stdio::null());
+    let out = cmd.output().await.expect("psql runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Path of a PostgreSQL client binary (pgbench is not always on PATH).
+pub fn pg_bin(name: &str) -> PathBuf {
+    let install = PgInstall::find(None).unwrap_or_else(|e| panic!("{e}"));
+    let p = install.bin(name);
+    if p.exists() {
+        p
+    } else {
+        Path::new(name).to_path_buf()
+    }
+}
+
+/// Resident set size and its peak (VmRSS, VmHWM) of a process, in KiB.
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The proxy binary as a child process, killed on drop.
+pub struct ProxyProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl ProxyProcess {
+    /// Starts `pgbranch serve --upstream URL --listen 127.0.0.1:<port>` and
+    /// waits until it accepts TCP connections.
+    pub fn start(upstream: &str, extra_args: &[&str], env: &[(&str, &str)]) -> ProxyProcess {
+        let port = free_port();
+        let mut cmd = std::process::Command::new(PGBRANCH_BIN);
+        cmd.args(["serve", "--upstream", upstream, "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra_args)
+            .env("PGBRANCH_LOG", "warn")
+            .stdout(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("pgbranch binary starts");
+        let p = ProxyProcess { child, port };
+        p.wait_ready();
+        p
+    }
+
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pgbranch did not start listening"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
