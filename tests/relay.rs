@@ -223,11 +223,10 @@ async fn notifications_carry_the_real_backend_pid() {
     other.batch_execute("NOTIFY chan, 'other'").await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        match rx.recv().await.expect("notification") {
-            tokio_postgres::AsyncMessage::Notification(n) => {
-                seen.push((n.process_id(), n.payload().to_string()))
-            }
-            _ => {}
+        if let tokio_postgres::AsyncMessage::Notification(n) =
+            rx.recv().await.expect("notification")
+        {
+            seen.push((n.process_id(), n.payload().to_string()));
         }
     }
     assert!(seen.contains(&(my_pid, "self".to_string())), "{seen:?}");
