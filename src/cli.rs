@@ -58,8 +58,13 @@ pub fn main() -> Result<()> {
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PGBRANCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).unwrap_or_else(|e| {
+        eprintln!(
+            "pgbranch: log.level `{}` is not a valid filter ({e}); using `info`",
+            config.log.level
+        );
+        tracing_subscriber::EnvFilter::new("info")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

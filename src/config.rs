@@ -244,7 +244,12 @@ impl Config {
             if rest == "CONFIG" {
                 continue;
             }
-            apply_env(&mut table, &rest.to_ascii_lowercase(), &value, &name)?;
+            // PGBRANCH_LOG is the customary short form of the log filter.
+            let key = match rest {
+                "LOG" => "log_level".to_string(),
+                _ => rest.to_ascii_lowercase(),
+            };
+            apply_env(&mut table, &key, &value, &name)?;
         }
         let mut config: Config =
             toml::Value::Table(table)
@@ -345,6 +350,15 @@ fn apply_env(table: &mut toml::Table, key: &str, raw: &str, var: &str) -> Result
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    if SECTIONS.contains(&key) {
+        return Err(ConfigError::Parse {
+            origin: Some(var.to_string()),
+            message: format!(
+                "`{key}` is a section; set one of its keys, e.g. PGBRANCH_{}_<KEY>",
+                key.to_ascii_uppercase()
+            ),
+        });
+    }
     let (target, field) = match SECTIONS.iter().find(|s| key.starts_with(&format!("{s}_"))) {
         Some(section) => {
             let field = &key[section.len() + 1..];
@@ -404,6 +418,7 @@ mod tests {
                 ("PGBRANCH_LISTEN", "127.0.0.1:7001"),
                 ("PGBRANCH_MAX_MESSAGE_SIZE", "4096"),
                 ("PGBRANCH_LOG_FORMAT", "json"),
+                ("PGBRANCH_LOG", "debug"),
                 ("UNRELATED", "x"),
             ],
         )
@@ -412,6 +427,7 @@ mod tests {
         assert_eq!(c.max_message_size, 4096);
         assert_eq!(c.handshake_timeout, Duration::from_millis(250));
         assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level, "debug");
         assert_eq!(c.upstream.url.as_deref(), Some("postgres://a@h:1/db"));
 
         let c = Config::load(
@@ -447,6 +463,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("upstream.ca_file"), "{e}");
+        let e = load("", &[("PGBRANCH_UPSTREAM", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PGBRANCH_UPSTREAM_<KEY>"), "{e}");
         let e = load("", &[("PGBRANCH_UPSTREAM_URL", "postgres://h:notaport/db")])
             .unwrap_err()
             .to_string();
