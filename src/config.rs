@@ -474,6 +474,20 @@ mod tests {
     }
 
     #[test]
+    fn example_config_file_is_valid_and_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pgbranch.toml");
+        let c = Config::load(Some(&path), vec![], &Overrides::default()).unwrap();
+        let d = Config::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.max_message_size, d.max_message_size);
+        assert_eq!(c.relay_buffer_size, d.relay_buffer_size);
+        assert_eq!(c.handshake_timeout, d.handshake_timeout);
+        assert_eq!(c.shutdown_timeout, d.shutdown_timeout);
+        assert_eq!(c.tls.mode, d.tls.mode);
+        assert_eq!(c.log.level, d.log.level);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("15").unwrap(), Duration::from_secs(15));

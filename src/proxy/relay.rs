@@ -24,7 +24,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::hooks::{Owner, SessionHook};
@@ -576,10 +576,8 @@ impl<'a> Relay<'a> {
         let need = self.whole_need(true);
         self.c2u.make_room(need);
         let p = &mut self.c2u;
-        let mut rb = ReadBuf::new(&mut p.buf[p.end..]);
-        ready!(Pin::new(&mut *self.client).poll_read(cx, &mut rb))
+        let n = ready!(self.client.poll_read_relay(cx, &mut p.buf[p.end..]))
             .map_err(RelayEnd::ClientError)?;
-        let n = rb.filled().len();
         if n == 0 {
             p.eof = true;
         }
@@ -618,10 +616,8 @@ impl<'a> Relay<'a> {
         let need = self.whole_need(false);
         self.u2c.make_room(need);
         let p = &mut self.u2c;
-        let mut rb = ReadBuf::new(&mut p.buf[p.end..]);
-        ready!(Pin::new(&mut *self.upstream).poll_read(cx, &mut rb))
+        let n = ready!(self.upstream.poll_read_relay(cx, &mut p.buf[p.end..]))
             .map_err(RelayEnd::UpstreamError)?;
-        let n = rb.filled().len();
         if n == 0 {
             p.eof = true;
         }
