@@ -143,11 +143,19 @@ fn serve(args: ServeArgs) -> Result<()> {
     } else {
         config.workers
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    // One worker: a current-thread runtime, with no cross-thread wake-ups
+    // (see docs/benchmarks.md for the measurements behind the default).
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+    .context("starting the runtime")?;
     let embedded = cluster.is_some();
     let result = runtime.block_on(async move {
         let server = Server::bind(config, &upstream_url).await?;

@@ -64,7 +64,16 @@ pub async fn serve(ctx: Arc<ProxyContext>, client: Stream, peer: String) {
     let span = tracing::info_span!("conn", %peer, user = tracing::field::Empty, database = tracing::field::Empty, branch = tracing::field::Empty, application_name = tracing::field::Empty);
     async move {
         let timeout = ctx.config.handshake_timeout;
-        let est = match tokio::time::timeout(timeout, handshake(&ctx, client, &peer)).await {
+        // The shutdown timeout also ends handshakes in progress: a client
+        // that never finishes its startup must not hold up the exit.
+        let handshake = tokio::select! {
+            r = tokio::time::timeout(timeout, handshake(&ctx, client, &peer)) => r,
+            _ = ctx.force.cancelled() => {
+                debug!("shutdown timeout passed during startup; connection closed");
+                return;
+            }
+        };
+        let est = match handshake {
             Ok(Ok(est)) => est,
             Ok(Err(HandshakeError::Done)) => return,
             Ok(Err(HandshakeError::Client(_))) => return,

@@ -31,7 +31,11 @@ impl Stream {
     /// call per direction per round trip. Tokio clears readiness only for
     /// the readiness event it observed (`try_io`), so data that arrives in
     /// the meantime raises a new event and is not missed.
-    pub fn poll_read_relay(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    pub fn poll_read_relay(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         match self {
             Stream::Tcp(s) => loop {
                 std::task::ready!(s.poll_read_ready(cx))?;

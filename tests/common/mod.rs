@@ -93,8 +93,9 @@ impl TestCluster {
     /// that stop or restart the server use their own).
     pub fn start_new() -> TestCluster {
         let install = PgInstall::find(None).unwrap_or_else(|e| panic!("{e}"));
+        remove_dead_test_dirs();
         let dir = tempfile::Builder::new()
-            .prefix("pgbranch-test-")
+            .prefix(&format!("pgbranch-test-{}-", std::process::id()))
             .tempdir()
             .unwrap();
         let certs = make_certs();
@@ -213,6 +214,29 @@ impl TestCluster {
 
     pub fn start(&self) {
         self.cluster.lock().unwrap().start().unwrap();
+    }
+}
+
+/// The shared cluster lives in a static that is never dropped, so its
+/// directory outlives the test process (the server itself is stopped by its
+/// wrapper). Each test process removes the directories of test processes
+/// that no longer exist.
+fn remove_dead_test_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("pgbranch-test-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
