@@ -363,7 +363,8 @@ async fn connect_and_authenticate(
                     auth::OK | auth::SASL_FINAL => put_message(&mut to_client, tag, &body),
                     auth::CLEARTEXT | auth::MD5 | auth::SASL_CONTINUE => {
                         put_message(&mut to_client, tag, &body);
-                        relay_client_auth(&mut client, &mut upstream, &mut to_client).await?;
+                        relay_client_auth(&mut client, &mut upstream, &mut to_client, false)
+                            .await?;
                     }
                     auth::SASL => {
                         let Some(msg) = sasl_without_plus(&body) else {
@@ -374,7 +375,7 @@ async fn connect_and_authenticate(
                             return Err(err.into());
                         };
                         to_client.extend_from_slice(&msg);
-                        relay_client_auth(&mut client, &mut upstream, &mut to_client).await?;
+                        relay_client_auth(&mut client, &mut upstream, &mut to_client, true).await?;
                     }
                     auth::GSS | auth::GSS_CONTINUE | auth::SSPI | auth::KERBEROS_V5 => {
                         let err = PgError::fatal("28000", "GSSAPI and SSPI authentication are not supported through pgbranch")
@@ -455,6 +456,7 @@ async fn relay_client_auth(
     client: &mut Stream,
     upstream: &mut Stream,
     to_client: &mut Vec<u8>,
+    sasl_initial: bool,
 ) -> Result<(), HandshakeError> {
     client.write_all(to_client).await?;
     client.flush().await?;
@@ -468,6 +470,12 @@ async fn relay_client_auth(
                 tag as char
             ),
         )));
+    }
+    if sasl_initial && client.is_tls() && upstream.is_tls() && sasl_client_thinks_no_binding(&body)
+    {
+        let err = channel_binding_error();
+        send_error(client, &err).await;
+        return Err(err.into());
     }
     let mut out = Vec::with_capacity(body.len() + HEADER_LEN);
     put_message(&mut out, tag, &body);
@@ -541,4 +549,44 @@ async fn relay(ctx: &ProxyContext, est: Established) {
     }
     let _ = client.shutdown().await;
     debug!("session ended");
+}
+
+/// Whether a SASLInitialResponse says "I support channel binding but think
+/// the server does not" (GS2 flag `y`). With TLS on both legs PostgreSQL
+/// rejects that as a possible downgrade, and the flag is covered by the
+/// client's proof, so the proxy cannot change it.
+fn sasl_client_thinks_no_binding(body: &[u8]) -> bool {
+    let Some((_mechanism, rest)) = crate::protocol::take_cstr(body) else {
+        return false;
+    };
+    rest.len() > 4 && rest[4] == b'y'
+}
+
+/// The error for [`sasl_client_thinks_no_binding`] with TLS on both legs:
+/// says what to change instead of the server's "channel binding
+/// negotiation error".
+fn channel_binding_error() -> PgError {
+    PgError::fatal(
+        "28000",
+        "SCRAM authentication with channel_binding=prefer cannot pass through pgbranch when both the client and the server connection use TLS",
+    )
+    .with_detail("the client would bind to pgbranch's TLS certificate, which the database server cannot verify, and the server refuses a client that skips binding on a TLS connection")
+    .with_hint("connect with channel_binding=disable, or disable TLS on one of the two legs (tls.mode or upstream.tls in the pgbranch configuration)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gs2_flag_detection() {
+        let mut body = b"SCRAM-SHA-256\0".to_vec();
+        body.extend_from_slice(&20u32.to_be_bytes());
+        body.extend_from_slice(b"y,,n=,r=abcdefghijk");
+        assert!(sasl_client_thinks_no_binding(&body));
+        let n = [&body[..18], b"n", &body[19..]].concat();
+        assert!(!sasl_client_thinks_no_binding(&n));
+        assert!(!sasl_client_thinks_no_binding(b"SCRAM-SHA-256\0"));
+        assert!(!sasl_client_thinks_no_binding(b"no-nul"));
+    }
 }
