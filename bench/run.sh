@@ -48,6 +48,7 @@ PG_BINDIR=""
 PG_STARTED=0
 FORWARDER_PID=""
 PGBRANCH_PID=""
+CLK_TCK=$(getconf CLK_TCK)
 PGBOUNCER_PIDFILE=""
 
 # Runs a command as the user PostgreSQL and PgBouncer run as: both refuse to
@@ -305,6 +306,23 @@ target_alive() {
 # Measuring
 # ---------------------------------------------------------------------------
 
+# PID of the proxy process behind a target ("" for direct).
+proxy_pid() {
+    case $1 in
+    forwarder) echo "$FORWARDER_PID" ;;
+    pgbouncer) cat "$PGBOUNCER_PIDFILE" 2>/dev/null || true ;;
+    pgbranch) echo "$PGBRANCH_PID" ;;
+    *) echo "" ;;
+    esac
+}
+
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() {
+    [[ -n $1 && -r /proc/$1/stat ]] || { echo ""; return; }
+    # Fields 14 and 15 of /proc/PID/stat, after the parenthesised name.
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
 # One pgbench run; appends "scenario round target tps latency_ms" to
 # $RESULTS, or "... FAIL FAIL" when pgbench failed, aborted clients or
 # reported failed transactions (then the pgbench output and the target's
@@ -316,8 +334,19 @@ run_pgbench() {
     out=$TMP/runs/$scenario-r$round-$target.txt
     # -n: no vacuum before the run (it is the same read-only data every time,
     # and vacuum through a proxy would just add noise).
+    local pid cpu0 cpu1 txns cpu_us="-"
+    pid=$(proxy_pid "$target")
+    cpu0=$(cpu_ticks "$pid")
     pgbench -n -S -M "$MODE" -T "$DURATION" -c "$clients" -j "$threads" \
         -h 127.0.0.1 -p "$port" -U postgres postgres >"$out" 2>&1 || rc=$?
+    cpu1=$(cpu_ticks "$pid")
+    txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+    # The proxy's own CPU per transaction: on a 2-core machine every
+    # microsecond a hop burns is taken from PostgreSQL and pgbench, and it
+    # is far steadier than wall-clock TPS.
+    if [[ -n $cpu0 && -n $cpu1 && -n $txns && $txns -gt 0 ]]; then
+        cpu_us=$(awk -v d=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v n="$txns" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
+    fi
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$out")
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out")
     failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")
@@ -332,8 +361,8 @@ run_pgbench() {
         echo "$scenario $round $target FAIL FAIL" >>"$RESULTS"
         return 0
     fi
-    log "  $scenario round $round: $target tps=$tps latency=${lat}ms"
-    echo "$scenario $round $target $tps $lat" >>"$RESULTS"
+    log "  $scenario round $round: $target tps=$tps latency=${lat}ms cpu=${cpu_us}us/txn"
+    echo "$scenario $round $target $tps $lat $cpu_us" >>"$RESULTS"
 }
 
 # Paired, alternating rounds: every round runs every target once, and the
@@ -366,7 +395,7 @@ median() {
 values() {
     local scenario=$1 target=$2 col=$3
     awk -v s="$scenario" -v t="$target" -v c="$col" \
-        '$1 == s && $3 == t && $4 != "FAIL" { print $2, (c == "tps" ? $4 : $5) }' "$RESULTS"
+        '$1 == s && $3 == t && $4 != "FAIL" { print $2, (c == "tps" ? $4 : (c == "lat" ? $5 : $6)) }' "$RESULTS"
 }
 
 # Per-round paired values: "ratio" gives tps(a)/tps(b), "latdiff_us" gives
@@ -395,10 +424,10 @@ fmt_num() { # fmt_num FORMAT VALUE: printf unless the value is "-"
 }
 
 report_scenario() {
-    local scenario=$1 clients=$2 threads=$3 t tps lat ratio fails
+    local scenario=$1 clients=$2 threads=$3 t tps lat ratio cpu fails
     echo
     echo "== $scenario: pgbench -n -S -M $MODE -T $DURATION -c $clients -j $threads, $ROUNDS round(s) =="
-    printf '%-10s %12s %14s %12s %7s\n' target "median TPS" "median lat ms" "TPS/direct" failed
+    printf '%-10s %12s %14s %12s %14s %7s\n' target "median TPS" "median lat ms" "TPS/direct" "proxy CPU us/tx" failed
     for t in "${TARGET_LIST[@]}"; do
         tps=$(values "$scenario" "$t" tps | awk '{ print $2 }' | median)
         lat=$(values "$scenario" "$t" lat | awk '{ print $2 }' | median)
@@ -409,9 +438,10 @@ report_scenario() {
         else
             ratio="-"
         fi
+        cpu=$(values "$scenario" "$t" cpu | awk '$2 != "-" { print $2 }' | median)
         fails=$(awk -v s="$scenario" -v t="$t" '$1 == s && $3 == t && $4 == "FAIL"' "$RESULTS" | wc -l)
-        printf '%-10s %12s %14s %12s %7s\n' "$t" "$(fmt_num %.0f "$tps")" "$(fmt_num %.3f "$lat")" \
-            "$(fmt_num %.3f "$ratio")" "$fails"
+        printf '%-10s %12s %14s %12s %14s %7s\n' "$t" "$(fmt_num %.0f "$tps")" "$(fmt_num %.3f "$lat")" \
+            "$(fmt_num %.3f "$ratio")" "$(fmt_num %.2f "$cpu")" "$fails"
     done
     echo "(TPS/direct: median of per-round ratios)"
     if has_target pgbranch; then

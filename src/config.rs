@@ -60,7 +60,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Size of each relay buffer (two per connection), in bytes.
     pub relay_buffer_size: usize,
-    /// Worker threads of the runtime (0 = one per core).
+    /// Runtime threads: 1 (default) runs every session on one
+    /// current-thread runtime, which costs the least CPU per statement; 0 =
+    /// one per core.
     pub workers: usize,
     pub upstream: UpstreamConfig,
     pub tls: TlsConfig,
@@ -79,7 +81,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             relay_buffer_size: 32 * 1024,
-            workers: 0,
+            workers: 1,
             upstream: UpstreamConfig::default(),
             tls: TlsConfig::default(),
             embedded: EmbeddedConfig::default(),

@@ -24,7 +24,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::hooks::{Owner, SessionHook};
@@ -333,8 +333,11 @@ pub struct Relay<'a> {
     max_message: usize,
     fatal_seen: bool,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    shutdown_token: tokio_util::sync::CancellationToken,
     shutting_down: bool,
     force: Pin<Box<WaitForCancellationFutureOwned>>,
+    force_token: tokio_util::sync::CancellationToken,
+    signals_registered: bool,
 }
 
 /// Parameters of a relay.
@@ -376,9 +379,12 @@ impl<'a> Relay<'a> {
             interest,
             max_message: params.max_message,
             fatal_seen: false,
-            shutdown: Box::pin(params.shutdown.cancelled_owned()),
+            shutdown: Box::pin(params.shutdown.clone().cancelled_owned()),
+            shutdown_token: params.shutdown,
             shutting_down: false,
-            force: Box::pin(params.force.cancelled_owned()),
+            force: Box::pin(params.force.clone().cancelled_owned()),
+            force_token: params.force,
+            signals_registered: false,
         }
     }
 
@@ -576,8 +582,10 @@ impl<'a> Relay<'a> {
         let need = self.whole_need(true);
         self.c2u.make_room(need);
         let p = &mut self.c2u;
-        let n = ready!(self.client.poll_read_relay(cx, &mut p.buf[p.end..]))
+        let mut rb = ReadBuf::new(&mut p.buf[p.end..]);
+        ready!(Pin::new(&mut *self.client).poll_read(cx, &mut rb))
             .map_err(RelayEnd::ClientError)?;
+        let n = rb.filled().len();
         if n == 0 {
             p.eof = true;
         }
@@ -616,8 +624,10 @@ impl<'a> Relay<'a> {
         let need = self.whole_need(false);
         self.u2c.make_room(need);
         let p = &mut self.u2c;
-        let n = ready!(self.upstream.poll_read_relay(cx, &mut p.buf[p.end..]))
+        let mut rb = ReadBuf::new(&mut p.buf[p.end..]);
+        ready!(Pin::new(&mut *self.upstream).poll_read(cx, &mut rb))
             .map_err(RelayEnd::UpstreamError)?;
+        let n = rb.filled().len();
         if n == 0 {
             p.eof = true;
         }
@@ -636,36 +646,59 @@ impl<'a> Relay<'a> {
     }
 }
 
+impl Relay<'_> {
+    /// Polls one direction until it must wait, so that each socket is
+    /// polled (and its waiter lock taken) once per wake-up rather than once
+    /// per step of the other direction.
+    fn drive(
+        &mut self,
+        cx: &mut Context<'_>,
+        step: fn(&mut Self, &mut Context<'_>) -> Poll<Result<(), RelayEnd>>,
+    ) -> Option<RelayEnd> {
+        loop {
+            match step(self, cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(end)) => return Some(end),
+                Poll::Pending => return None,
+            }
+        }
+    }
+}
+
 impl Future for Relay<'_> {
     type Output = RelayEnd;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RelayEnd> {
         let this = self.get_mut();
-        if this.force.as_mut().poll(cx).is_ready() {
+        // The shutdown signals are shared by every session: polling their
+        // futures takes a lock shared by all connections. Poll them once to
+        // register this task's waker, then read their atomic flags.
+        if !this.signals_registered {
+            this.signals_registered = true;
+            let _ = this.force.as_mut().poll(cx);
+            let _ = this.shutdown.as_mut().poll(cx);
+        }
+        if this.force_token.is_cancelled() {
             return Poll::Ready(RelayEnd::ForcedShutdown);
         }
-        if !this.shutting_down && this.shutdown.as_mut().poll(cx).is_ready() {
+        if this.shutdown_token.is_cancelled() {
             this.shutting_down = true;
         }
-        loop {
-            if this.shutting_down && this.session_idle() {
-                return Poll::Ready(RelayEnd::Shutdown);
-            }
-            let a = this.poll_c2u(cx);
-            if let Poll::Ready(Err(end)) = a {
-                return Poll::Ready(end);
-            }
-            let b = this.poll_u2c(cx);
-            if let Poll::Ready(Err(end)) = b {
-                return Poll::Ready(end);
-            }
-            if a.is_pending() && b.is_pending() {
-                if this.shutting_down && this.session_idle() {
-                    return Poll::Ready(RelayEnd::Shutdown);
-                }
-                return Poll::Pending;
-            }
+        if this.shutting_down && this.session_idle() {
+            return Poll::Ready(RelayEnd::Shutdown);
         }
+        // Progress in one direction never makes the other readable or
+        // writable, so each is driven until it waits, once.
+        if let Some(end) = this.drive(cx, Self::poll_c2u) {
+            return Poll::Ready(end);
+        }
+        if let Some(end) = this.drive(cx, Self::poll_u2c) {
+            return Poll::Ready(end);
+        }
+        if this.shutting_down && this.session_idle() {
+            return Poll::Ready(RelayEnd::Shutdown);
+        }
+        Poll::Pending
     }
 }
 

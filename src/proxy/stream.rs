@@ -2,7 +2,6 @@
 //! relay is compiled once, with static dispatch.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -22,79 +21,6 @@ pub enum Stream {
 impl Stream {
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::ClientTls(_) | Stream::UpstreamTls(_))
-    }
-
-    /// Reads what is available into `buf`, as `poll_read` does, but for
-    /// plain sockets a short read (fewer bytes than `buf` holds) also
-    /// clears the socket's readiness: the kernel buffer is drained, so the
-    /// next read would only return EAGAIN. That saves one `read` system
-    /// call per direction per round trip. Tokio clears readiness only for
-    /// the readiness event it observed (`try_io`), so data that arrives in
-    /// the meantime raises a new event and is not missed.
-    pub fn poll_read_relay(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self {
-            Stream::Tcp(s) => loop {
-                std::task::ready!(s.poll_read_ready(cx))?;
-                let fd = s.as_raw_fd();
-                match read_drained(fd, buf, |f| s.try_io(tokio::io::Interest::READABLE, f)) {
-                    Some(r) => return Poll::Ready(r),
-                    None => continue,
-                }
-            },
-            Stream::Unix(s) => loop {
-                std::task::ready!(s.poll_read_ready(cx))?;
-                let fd = s.as_raw_fd();
-                match read_drained(fd, buf, |f| s.try_io(tokio::io::Interest::READABLE, f)) {
-                    Some(r) => return Poll::Ready(r),
-                    None => continue,
-                }
-            },
-            other => {
-                let mut rb = ReadBuf::new(buf);
-                std::task::ready!(Pin::new(other).poll_read(cx, &mut rb))?;
-                Poll::Ready(Ok(rb.filled().len()))
-            }
-        }
-    }
-}
-
-/// One `read(2)` through `try_io`; `None` means the socket was not
-/// readable after all (readiness cleared, poll again).
-fn read_drained(
-    fd: RawFd,
-    buf: &mut [u8],
-    try_io: impl FnOnce(&mut dyn FnMut() -> io::Result<usize>) -> io::Result<usize>,
-) -> Option<io::Result<usize>> {
-    let len = buf.len();
-    let mut got = 0usize;
-    let mut read = || loop {
-        // SAFETY: `buf` is valid for `len` bytes of writes for the whole
-        // call, and `fd` is an open socket owned by the caller.
-        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), len) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        got = r as usize;
-        // A short read drained the socket: report WouldBlock so that the
-        // readiness is cleared, and hand the bytes over below.
-        return if got > 0 && got < len {
-            Err(io::ErrorKind::WouldBlock.into())
-        } else {
-            Ok(got)
-        };
-    };
-    match try_io(&mut read) {
-        Ok(n) => Some(Ok(n)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => (got > 0).then_some(Ok(got)),
-        Err(e) => Some(Err(e)),
     }
 }
 
