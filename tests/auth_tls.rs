@@ -751,3 +751,57 @@ async fn cancel_request_through_the_unix_socket() {
     wait_cancel_keys(&proxy, 0).await;
     proxy.stop().await;
 }
+
+/// PostgreSQL 17 direct TLS: the client starts with a TLS ClientHello
+/// (ALPN `postgresql`) instead of an SSLRequest. psql 15 cannot do this,
+/// so a rustls client speaks it by hand.
+#[tokio::test]
+async fn direct_tls_without_sslrequest() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(client_tls_config(ClientTlsMode::Require)).await;
+    let mut tls = (*pgbranch::proxy::tls::upstream_client_config(
+        UpstreamTlsMode::VerifyFull,
+        Some(&cluster().ca_file),
+    )
+    .unwrap())
+    .clone();
+    tls.alpn_protocols = vec![b"postgresql".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = connector
+        .connect(name, tcp)
+        .await
+        .expect("direct TLS handshake");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"postgresql"[..]));
+
+    let startup = pgbranch::protocol::startup::StartupMessage {
+        version: pgbranch::protocol::PROTOCOL_3_0,
+        params: vec![
+            (b"user".to_vec(), b"postgres".to_vec()),
+            (b"database".to_vec(), db.as_bytes().to_vec()),
+        ],
+    };
+    stream.write_all(&startup.encode()).await.unwrap();
+    stream.flush().await.unwrap();
+    // Read up to ReadyForQuery: trust login over the direct-TLS session.
+    let mut tags = Vec::new();
+    loop {
+        let tag = stream.read_u8().await.unwrap();
+        let len = stream.read_u32().await.unwrap() as usize;
+        let mut body = vec![0; len - 4];
+        stream.read_exact(&mut body).await.unwrap();
+        tags.push(tag);
+        if tag == b'Z' || tag == b'E' {
+            break;
+        }
+    }
+    assert_eq!(tags.first(), Some(&b'R'));
+    assert_eq!(
+        tags.last(),
+        Some(&b'Z'),
+        "logged in: {:?}",
+        String::from_utf8_lossy(&tags)
+    );
+    proxy.stop().await;
+}
