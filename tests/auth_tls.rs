@@ -97,35 +97,10 @@ async fn upstream_leg_ssl(client: &tokio_postgres::Client) -> bool {
         .get(0)
 }
 
-/// Polls `cond` every 20 ms for up to 20 s; panics with `what` otherwise.
-async fn wait_for<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..1000 {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// Waits until backend `pid` is running a `pg_sleep` query, seen from a
 /// direct connection to the server.
 async fn wait_sleeping(direct: &tokio_postgres::Client, pid: i32) {
-    wait_for(&format!("backend {pid} to run pg_sleep"), || async {
-        direct
-            .query_opt(
-                "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE '%pg_sleep%'",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .is_some()
-    })
-    .await;
+    wait_query_active(direct, pid, "pg_sleep").await;
 }
 
 /// Advisory lock key the "blocked query" helpers use (each test has its

@@ -464,26 +464,6 @@ async fn wait_exit(p: &mut ProxyProcess, limit: Duration) -> std::process::ExitS
     }
 }
 
-/// Waits (bounded) until the backend `pid` has left the server.
-async fn wait_backend_gone(direct: &tokio_postgres::Client, pid: i32) {
-    let deadline = Instant::now() + GUARD;
-    loop {
-        let n: i64 = direct
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "backend {pid} still alive");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn count_rows(direct: &tokio_postgres::Client) -> i64 {
     direct
         .query_one("SELECT count(*) FROM t", &[])

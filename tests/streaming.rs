@@ -11,102 +11,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use pgbranch::protocol::startup::StartupMessage;
-use pgbranch::protocol::{put_message, query_message, PROTOCOL_3_0};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use pgbranch::protocol::query_message;
 
 /// Limit for the proxy process's peak resident memory, far below the
 /// amount of data that passes through it.
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
-
-/// How long one protocol message may take to arrive before the test fails.
-const RECV_TIMEOUT: Duration = Duration::from_secs(60);
-
-// ---------------------------------------------------------------------
-// A hand-written protocol client, so the test controls every byte and
-// when (or whether) anything is read.
-// ---------------------------------------------------------------------
-
-struct RawConn {
-    io: BufReader<TcpStream>,
-}
-
-type Msg = (u8, Vec<u8>);
-
-impl RawConn {
-    /// Connects, sends a StartupMessage with `params` (trust auth expected)
-    /// and returns the connection and every message up to and including
-    /// ReadyForQuery.
-    async fn connect(port: u16, params: &[(&str, &[u8])]) -> (RawConn, Vec<Msg>) {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let mut conn = RawConn {
-            io: BufReader::new(tcp),
-        };
-        let startup = StartupMessage {
-            version: PROTOCOL_3_0,
-            params: params
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
-                .collect(),
-        };
-        conn.send(&startup.encode()).await;
-        let msgs = conn.until_ready().await;
-        let (tag, body) = &msgs[0];
-        assert_eq!(*tag, b'R', "expected authentication, got {msgs:?}");
-        assert_eq!(&body[..4], &[0, 0, 0, 0], "expected AuthenticationOk");
-        (conn, msgs)
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.io.get_mut().write_all(bytes).await.unwrap();
-        self.io.get_mut().flush().await.unwrap();
-    }
-
-    /// Sends a simple Query whose text is given as raw bytes (any encoding).
-    async fn send_query_bytes(&mut self, sql: &[u8]) {
-        let mut body = sql.to_vec();
-        body.push(0);
-        let mut msg = Vec::new();
-        put_message(&mut msg, b'Q', &body);
-        self.send(&msg).await;
-    }
-
-    async fn recv(&mut self) -> Msg {
-        let read = async {
-            let tag = self.io.read_u8().await?;
-            let len = self.io.read_u32().await? as usize;
-            assert!(len >= 4, "bad message length {len}");
-            let mut body = vec![0; len - 4];
-            self.io.read_exact(&mut body).await?;
-            Ok::<_, std::io::Error>((tag, body))
-        };
-        tokio::time::timeout(RECV_TIMEOUT, read)
-            .await
-            .expect("message arrives in time")
-            .expect("connection stays open")
-    }
-
-    /// Reads messages up to and including ReadyForQuery; an ErrorResponse
-    /// fails the test.
-    async fn until_ready(&mut self) -> Vec<Msg> {
-        let mut out = Vec::new();
-        loop {
-            let m = self.recv().await;
-            assert_ne!(m.0, b'E', "server error: {}", String::from_utf8_lossy(&m.1));
-            let done = m.0 == b'Z';
-            out.push(m);
-            if done {
-                return out;
-            }
-        }
-    }
-
-    async fn terminate(mut self) {
-        let _ = self.io.get_mut().write_all(&[b'X', 0, 0, 0, 4]).await;
-    }
-}
 
 /// The columns of a DataRow body (None for NULL).
 fn data_row_columns(body: &[u8]) -> Vec<Option<Vec<u8>>> {
@@ -417,22 +326,7 @@ async fn client_that_stops_reading_blocks_the_server_not_proxy_memory() {
         .get(0);
     assert!(terminated);
     raw.terminate().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n: i64 = direct
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                &[&backend_pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "backend {backend_pid} lingers");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_backend_gone(&direct, backend_pid).await;
     // The proxy serves on.
     let c = connect(&format!(
         "host=127.0.0.1 port={} user=postgres dbname={db}",

@@ -25,6 +25,10 @@ use pgbranch::embedded::{Cluster, ClusterOptions, PgInstall};
 use pgbranch::proxy::hooks::HookFactory;
 use pgbranch::proxy::server::{Server, ServerHandle};
 
+pub mod raw;
+#[allow(unused_imports)]
+pub use raw::{Msg, RawConn};
+
 pub const PGBRANCH_BIN: &str = env!("CARGO_BIN_EXE_pgbranch");
 
 /// Password of every password-authenticated test role.
@@ -432,4 +436,48 @@ impl Drop for ProxyProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Polls `cond` every 20 ms for up to 20 s; panics with `what` otherwise.
+/// For waiting on server-side state, never for asserting speed.
+pub async fn wait_for<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1000 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Waits until backend `pid` has left the server.
+pub async fn wait_backend_gone(direct: &tokio_postgres::Client, pid: i32) {
+    wait_for(&format!("backend {pid} to exit"), || async {
+        direct
+            .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+}
+
+/// Waits until backend `pid` is running a query containing `fragment`.
+pub async fn wait_query_active(direct: &tokio_postgres::Client, pid: i32, fragment: &str) {
+    let pattern = format!("%{fragment}%");
+    wait_for(&format!("backend {pid} to run {fragment}"), || async {
+        direct
+            .query_opt(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE $2",
+                &[&pid, &pattern],
+            )
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
 }
