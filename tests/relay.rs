@@ -233,3 +233,35 @@ async fn notifications_carry_the_real_backend_pid() {
     assert!(seen.contains(&(other_pid, "other".to_string())), "{seen:?}");
     proxy.stop().await;
 }
+
+/// PostgreSQL uses the last copy of a repeated startup parameter; the proxy
+/// must read the same one, or `replication=false, replication=database`
+/// would slip a walsender past the refusal.
+#[tokio::test]
+async fn repeated_startup_parameters_are_read_as_the_server_reads_them() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(test_config()).await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut raw = RawConn::new(tcp);
+    let startup = pgbranch::protocol::startup::StartupMessage {
+        version: pgbranch::protocol::PROTOCOL_3_0,
+        params: [
+            ("user", "postgres"),
+            ("database", db.as_str()),
+            ("replication", "false"),
+            ("replication", "database"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect(),
+    };
+    raw.send(&startup.encode()).await;
+    let (tag, body) = raw.recv().await;
+    assert_eq!(tag, b'E');
+    assert_eq!(
+        pgbranch::protocol::backend::error_code(&body).as_deref(),
+        Some("0A000")
+    );
+
+    proxy.stop().await;
+}

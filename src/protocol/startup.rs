@@ -64,6 +64,33 @@ impl StartupMessage {
         }
     }
 
+    /// Keeps only the last occurrence of each parameter, as PostgreSQL
+    /// uses the last one: the proxy must read exactly what the server will
+    /// (a first `replication=false` must not hide a later
+    /// `replication=database`). Names PostgreSQL compares exactly (`user`,
+    /// `database`, `options`, `replication`, `_pq_.*`) are compared
+    /// exactly; all others are settings, compared case-insensitively.
+    pub fn keep_last_occurrences(&mut self) {
+        fn key(name: &[u8]) -> (bool, Vec<u8>) {
+            let exact = matches!(name, b"user" | b"database" | b"options" | b"replication")
+                || name.starts_with(b"_pq_.");
+            if exact {
+                (true, name.to_vec())
+            } else {
+                (false, name.to_ascii_lowercase())
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut kept: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(self.params.len());
+        for (k, v) in self.params.drain(..).rev() {
+            if seen.insert(key(&k)) {
+                kept.push((k, v));
+            }
+        }
+        kept.reverse();
+        self.params = kept;
+    }
+
     pub fn remove(&mut self, name: &str) {
         self.params.retain(|(k, _)| k != name.as_bytes());
     }
@@ -178,6 +205,29 @@ mod tests {
     }
 
     #[test]
+    fn last_occurrence_wins_with_postgresql_name_rules() {
+        let mut m = StartupMessage {
+            version: PROTOCOL_3_0,
+            params: vec![
+                (b"replication".to_vec(), b"false".to_vec()),
+                (b"user".to_vec(), b"a".to_vec()),
+                (b"DateStyle".to_vec(), b"ISO".to_vec()),
+                (b"replication".to_vec(), b"database".to_vec()),
+                (b"datestyle".to_vec(), b"SQL".to_vec()),
+                (b"USER".to_vec(), b"b".to_vec()),
+            ],
+        };
+        m.keep_last_occurrences();
+        assert_eq!(m.get("replication"), Some(&b"database"[..]));
+        assert_eq!(m.get("user"), Some(&b"a"[..]));
+        assert_eq!(m.get("datestyle"), Some(&b"SQL"[..]));
+        assert_eq!(m.get("DateStyle"), None);
+        // `USER` is a setting name to PostgreSQL, not the login user.
+        assert_eq!(m.get("USER"), Some(&b"b"[..]));
+        assert_eq!(m.params.len(), 4);
+    }
+
+    #[test]
     fn special_requests() {
         assert_eq!(
             parse_startup_packet(body_of(&ssl_request())).unwrap(),
@@ -231,5 +281,95 @@ mod tests {
             parse_startup_packet(&b),
             Ok(StartupPacket::Startup(StartupMessage { version, .. })) if version == PROTOCOL_3_2
         ));
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Startup packets come from unauthenticated clients: parsing must never
+    //! panic, and whatever the proxy encodes must parse back unchanged.
+
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    /// Bytes without NUL (names and values travel as C strings).
+    fn cstr(min: usize) -> impl Strategy<Value = Vec<u8>> {
+        vec(1u8..=255, min..24)
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(body in vec(any::<u8>(), 0..300)) {
+            let _ = parse_startup_packet(&body);
+        }
+
+        /// Same, with a valid request code or protocol version up front so
+        /// that the interesting branches are reached, not only BadLength;
+        /// and whatever is accepted is exactly what its encoding gives, so
+        /// no byte of an accepted packet is ignored or invented.
+        #[test]
+        fn accepted_packets_are_canonical(
+            code in prop_oneof![
+                Just(SSL_REQUEST_CODE),
+                Just(GSSENC_REQUEST_CODE),
+                Just(CANCEL_REQUEST_CODE),
+                (0u32..4).prop_map(|minor| PROTOCOL_3_0 | minor),
+                any::<u32>(),
+            ],
+            rest in prop_oneof![
+                vec(prop_oneof![Just(0u8), any::<u8>()], 0..16),
+                vec(prop_oneof![Just(0u8), any::<u8>()], 0..300),
+                // A well-formed parameter list, cut short or followed by junk.
+                (vec((cstr(1), cstr(0)), 0..4), 0usize..4, vec(any::<u8>(), 0..3)).prop_map(
+                    |(params, cut, junk)| {
+                        let m = StartupMessage { version: PROTOCOL_3_0, params };
+                        let mut b = m.encode()[8..].to_vec();
+                        b.truncate(b.len().saturating_sub(cut));
+                        b.extend_from_slice(&junk);
+                        b
+                    }
+                ),
+            ],
+        ) {
+            let mut body = code.to_be_bytes().to_vec();
+            body.extend_from_slice(&rest);
+            match parse_startup_packet(&body) {
+                Ok(StartupPacket::Ssl) => prop_assert_eq!(&body[..], &ssl_request()[4..]),
+                Ok(StartupPacket::GssEnc) => {
+                    prop_assert_eq!(body, GSSENC_REQUEST_CODE.to_be_bytes().to_vec())
+                }
+                Ok(StartupPacket::Cancel { pid, secret }) => {
+                    prop_assert!((4..=256).contains(&secret.len()), "key of {}", secret.len());
+                    prop_assert_eq!(&body[..], &cancel_request(pid, &secret)[4..])
+                }
+                Ok(StartupPacket::Startup(m)) => prop_assert_eq!(&body[..], &m.encode()[4..]),
+                Err(_) => {}
+            }
+        }
+
+        #[test]
+        fn startup_message_roundtrips(
+            minor in 0u32..=0xffff,
+            params in vec((cstr(1), cstr(0)), 0..12),
+        ) {
+            let msg = StartupMessage { version: PROTOCOL_3_0 | minor, params };
+            let bytes = msg.encode();
+            prop_assert_eq!(read_u32(&bytes, 0) as usize, bytes.len());
+            prop_assert_eq!(
+                parse_startup_packet(&bytes[4..]),
+                Ok(StartupPacket::Startup(msg))
+            );
+        }
+
+        #[test]
+        fn cancel_request_roundtrips(pid in any::<i32>(), secret in vec(any::<u8>(), 4..=256)) {
+            let bytes = cancel_request(pid, &secret);
+            prop_assert_eq!(read_u32(&bytes, 0) as usize, bytes.len());
+            prop_assert_eq!(
+                parse_startup_packet(&bytes[4..]),
+                Ok(StartupPacket::Cancel { pid, secret })
+            );
+        }
     }
 }

@@ -249,6 +249,8 @@ fn startup_checks(
     client: &Stream,
     is_tcp: bool,
 ) -> Result<(StartupMessage, Selection), PgError> {
+    // Read parameters as the server will: the last occurrence wins.
+    startup.keep_last_occurrences();
     if ctx.config.tls.mode == ClientTlsMode::Require && is_tcp && !client.is_tls() {
         return Err(PgError::fatal(
             "28000",
