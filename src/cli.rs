@@ -108,6 +108,14 @@ fn serve(args: ServeArgs) -> Result<()> {
     let upstream_url = match &config.upstream.url {
         Some(url) => url.clone(),
         None => {
+            // The embedded server trusts every connection that reaches it:
+            // only local clients may reach it through the proxy.
+            let listen = config.listen_addr()?;
+            if !listen.ip().is_loopback() {
+                anyhow::bail!(
+                    "the embedded PostgreSQL trusts every connection, so pgbranch serves it only on a loopback address (listen = {listen}); use --listen 127.0.0.1:PORT, or give --upstream for a real database"
+                );
+            }
             let install = PgInstall::find(config.embedded.pg_bindir.as_deref())?;
             let data_dir = config
                 .embedded
@@ -172,8 +180,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         let handle = server.handle();
         tokio::spawn(async move {
             wait_for_signal().await;
-            info!("shutdown requested: no new connections; sessions close when idle");
+            info!("shutdown requested: no new connections; sessions close when idle (signal again to close them now)");
             handle.shutdown();
+            wait_for_signal().await;
+            info!("second shutdown signal: closing every session now");
+            handle.force_shutdown();
         });
         server.run().await;
         anyhow::Ok(())
@@ -185,12 +196,18 @@ fn serve(args: ServeArgs) -> Result<()> {
     result
 }
 
+/// Waits for SIGTERM or SIGINT. SIGHUP (configuration reload, not built
+/// yet) is logged and otherwise ignored rather than ending the process.
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => tracing::warn!("SIGHUP received: configuration reload is not implemented yet; ignored"),
+        }
     }
 }

@@ -332,9 +332,13 @@ impl Cluster {
             return Ok(());
         }
         let log_path = self.log_path();
+        // The data directory belongs to the server's user; when pgbranch
+        // runs as root it must not follow a link planted there.
+        use std::os::unix::fs::OpenOptionsExt;
         let log = File::options()
             .create(true)
             .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&log_path)
             .map_err(io_err(format!("opening {}", log_path.display())))?;
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);

@@ -780,3 +780,30 @@ async fn direct_tls_without_sslrequest() {
     );
     proxy.stop().await;
 }
+
+/// Direct TLS must carry ALPN `postgresql` (as PostgreSQL 17 requires),
+/// so that a TLS client of another protocol cannot be relayed.
+#[tokio::test]
+async fn direct_tls_without_alpn_is_refused() {
+    let proxy = start_proxy(client_tls_config(ClientTlsMode::Allow)).await;
+    let tls = pgbranch::proxy::tls::upstream_client_config(
+        UpstreamTlsMode::VerifyFull,
+        Some(&cluster().ca_file),
+    )
+    .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    // The handshake may complete; the proxy then closes without a word.
+    if let Ok(mut stream) = connector.connect(name, tcp).await {
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut buf))
+            .await
+            .expect("proxy closes the connection");
+        assert!(
+            n.map(|n| n == 0).unwrap_or(true),
+            "nothing is served: {buf:?}"
+        );
+    }
+    proxy.stop().await;
+}

@@ -124,3 +124,19 @@ fn missing_postgresql_installation_is_a_clear_error() {
     assert!(stderr.contains("apt-get install -y postgresql"), "{stderr}");
     assert!(stderr.contains("/nonexistent/bin"), "{stderr}");
 }
+
+#[test]
+fn embedded_default_refuses_a_non_loopback_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(PGBRANCH_BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("PGBRANCH_UPSTREAM_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("only on a loopback address"), "{stderr}");
+    // Nothing was created: the check comes before initdb.
+    assert!(!dir.path().join("pgdata").exists());
+}

@@ -265,3 +265,47 @@ async fn repeated_startup_parameters_are_read_as_the_server_reads_them() {
 
     proxy.stop().await;
 }
+
+/// During COPY FROM STDIN the server ignores Sync, so the Sync that
+/// tokio-postgres and libpq send with the COPY's Execute gets no
+/// ReadyForQuery. The response queue must know: afterwards the session is
+/// idle, and graceful shutdown closes it at once instead of waiting for
+/// the shutdown timeout.
+#[tokio::test]
+async fn copy_in_over_the_extended_protocol_leaves_the_session_idle() {
+    use futures_util::SinkExt;
+    let db = cluster().fresh_db();
+    let mut config = test_config();
+    config.shutdown_timeout = std::time::Duration::from_secs(120);
+    let proxy = start_proxy(config).await;
+    let client = connect(&proxy.conn_str("postgres", &db)).await;
+    client
+        .batch_execute("CREATE TABLE c (v int)")
+        .await
+        .unwrap();
+    let sink = client.copy_in("COPY c FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\n2\n3\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 3);
+    // The session goes on normally...
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM c", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    // ...and is idle: shutdown closes it without waiting 120 s.
+    tokio::time::timeout(std::time::Duration::from_secs(30), proxy.stop())
+        .await
+        .expect("idle session closed at shutdown");
+    let err = client.simple_query("SELECT 1").await.unwrap_err();
+    assert!(
+        err.is_closed()
+            || err
+                .as_db_error()
+                .is_some_and(|e| e.code().code() == "57P01"),
+        "{err}"
+    );
+}

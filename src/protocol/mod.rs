@@ -59,6 +59,7 @@ pub mod backend_tag {
     pub const NO_DATA: u8 = b'n';
     pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
     pub const COPY_BOTH_RESPONSE: u8 = b'W';
+    pub const COPY_IN_RESPONSE: u8 = b'G';
 }
 
 /// Reads the big-endian `u32` at `at`. The caller guarantees four bytes.

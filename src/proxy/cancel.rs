@@ -85,9 +85,12 @@ impl CancelMap {
 
 /// Sends a CancelRequest to the upstream backend of `target`.
 pub async fn forward_cancel(target: &CancelTarget) -> std::io::Result<()> {
+    // Over TLS when the upstream is configured for it, so the key does not
+    // cross the network in the clear (PostgreSQL accepts a CancelRequest
+    // after SSL negotiation).
     let mut stream = target
         .connector
-        .connect_raw()
+        .connect()
         .await
         .map_err(std::io::Error::other)?;
     stream

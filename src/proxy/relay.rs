@@ -32,6 +32,9 @@ use super::stream::Stream;
 use crate::protocol::backend::{error_is_fatal, PgError};
 use crate::protocol::{backend_tag as bt, frontend_tag as ft, read_u32, HEADER_LEN};
 
+/// Largest ErrorResponse read whole (to see whether it is FATAL).
+const MAX_INSPECTED_ERROR: usize = 64 * 1024;
+
 /// Which response ends a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ends {
@@ -59,6 +62,10 @@ struct Group {
     swallow: u64,
     /// Simple Query: index of the statement now answering.
     stmt: u32,
+    /// Client CopyDone/CopyFail messages sent before this group: tells
+    /// which Syncs were sent inside a COPY FROM STDIN (the server ignores
+    /// them).
+    epoch: u32,
 }
 
 impl Group {
@@ -80,6 +87,7 @@ impl Group {
             sync,
             swallow,
             stmt: 0,
+            epoch: 0,
         })
     }
 
@@ -101,11 +109,29 @@ pub struct Pending {
     discard_until_sync: bool,
     /// Transaction status of the last ReadyForQuery (`I`, `T`, `E`).
     pub tx_status: u8,
+    /// CopyDone/CopyFail messages the client has sent.
+    copy_ends: u32,
+    /// A COPY FROM STDIN is running whose end the client has not sent yet
+    /// (the value is `copy_ends` at its start): Syncs sent now are ignored
+    /// by the server and produce no ReadyForQuery.
+    copy_in: Option<u32>,
 }
 
 impl Pending {
     fn push_client_tag(&mut self, tag: u8, owner: Owner, swallow: u64) {
-        if let Some(g) = Group::for_client_tag(tag, owner, swallow) {
+        match tag {
+            ft::COPY_DONE | ft::COPY_FAIL => {
+                if self.copy_in == Some(self.copy_ends) {
+                    self.copy_in = None;
+                }
+                self.copy_ends += 1;
+                return;
+            }
+            ft::SYNC if self.copy_in == Some(self.copy_ends) => return,
+            _ => {}
+        }
+        if let Some(mut g) = Group::for_client_tag(tag, owner, swallow) {
+            g.epoch = self.copy_ends;
             self.groups.push_back(g);
         }
     }
@@ -153,6 +179,10 @@ impl Pending {
                 self.groups.pop_front();
             }
         }
+        if tag == bt::COPY_IN_RESPONSE {
+            self.start_copy_in();
+            return;
+        }
         let Some(g) = self.groups.front_mut() else {
             return;
         };
@@ -181,6 +211,24 @@ impl Pending {
         };
         if done {
             self.groups.pop_front();
+        }
+    }
+
+    /// CopyInResponse for the front group: until the client's next
+    /// CopyDone/CopyFail, the server ignores Sync, so the Syncs the client
+    /// sent after starting the COPY get no ReadyForQuery.
+    fn start_copy_in(&mut self) {
+        let Some(epoch) = self.groups.front().map(|g| g.epoch) else {
+            return;
+        };
+        let mut first = true;
+        self.groups.retain(|g| {
+            let keep = first || !(g.sync && g.epoch == epoch);
+            first = false;
+            keep
+        });
+        if self.copy_ends == epoch {
+            self.copy_in = Some(epoch);
         }
     }
 
@@ -303,7 +351,11 @@ impl Pump {
             self.start = 0;
         }
         if need > self.buf.len() - self.scanned {
-            self.buf.resize(self.scanned + need, 0);
+            // Grow with the bytes that arrive, not with what a 5-byte
+            // header claims: a peer that announces a huge message and
+            // sends nothing must not make the proxy allocate it.
+            let target = (self.scanned + need).min((self.buf.len() * 2).max(self.end + 64 * 1024));
+            self.buf.resize(target, 0);
         }
     }
 
@@ -391,6 +443,11 @@ impl<'a> Relay<'a> {
     /// Whether a proxy-made message may be written to the client now.
     pub fn client_at_boundary(&self) -> bool {
         self.u2c.at_boundary()
+    }
+
+    /// Whether a proxy-made message may be written to the upstream now.
+    pub fn upstream_at_boundary(&self) -> bool {
+        self.c2u.at_boundary()
     }
 
     /// Idle: no response outstanding, nothing half-sent, not in a
@@ -506,9 +563,12 @@ impl<'a> Relay<'a> {
             let total = 1 + len;
             let owner = self.pending.owner_of(tag);
             let hook_wants = owner == Owner::Client && self.interest.server[tag as usize];
+            // ErrorResponse is read whole to notice FATAL errors; those are
+            // short. A huge one (e.g. a 200 MB value in the message) streams.
             let whole = owner == Owner::Proxy
                 || hook_wants
-                || matches!(tag, bt::READY_FOR_QUERY | bt::ERROR_RESPONSE);
+                || tag == bt::READY_FOR_QUERY
+                || (tag == bt::ERROR_RESPONSE && len <= MAX_INSPECTED_ERROR);
             if !whole {
                 self.pending.advance(tag);
                 if avail >= total {
@@ -782,6 +842,31 @@ mod tests {
         }
         run(&mut p, b"1tTZ12TDDCZ");
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn syncs_inside_copy_in_expect_no_ready_for_query() {
+        // tokio-postgres / libpq: Bind, Execute, Sync, CopyData..., CopyDone, Sync.
+        let mut p = Pending::default();
+        for t in *b"BES" {
+            p.push_client_tag(t, C, 0);
+        }
+        run(&mut p, b"2G");
+        for t in *b"ddcS" {
+            p.push_client_tag(t, C, 0);
+        }
+        run(&mut p, b"CZ");
+        assert!(p.is_empty(), "{p:?}");
+
+        // CopyInResponse arrives before the client's Sync is framed: that
+        // Sync is ignored too; the one after CopyDone is answered.
+        p.push_client_tag(b'Q', C, 0);
+        run(&mut p, b"G");
+        for t in *b"dScS" {
+            p.push_client_tag(t, C, 0);
+        }
+        run(&mut p, b"CZZ");
+        assert!(p.is_empty(), "{p:?}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct ServerHandle {
     shutdown: CancellationToken,
+    force: CancellationToken,
 }
 
 impl ServerHandle {
@@ -46,6 +47,12 @@ impl ServerHandle {
     /// idle or when the shutdown timeout passes.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Closes every session now, as when the shutdown timeout passes.
+    pub fn force_shutdown(&self) {
+        self.shutdown.cancel();
+        self.force.cancel();
     }
 }
 
@@ -130,6 +137,7 @@ impl Server {
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             shutdown: self.ctx.shutdown.clone(),
+            force: self.ctx.force.clone(),
         }
     }
 

@@ -26,6 +26,9 @@ use crate::protocol::startup::{
 };
 use crate::protocol::{backend_tag as bt, frontend_tag as ft, put_message, read_u32, HEADER_LEN};
 
+/// How long the last words of a session (final error, Terminate) may take.
+const EPILOGUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Largest client message accepted during authentication.
 const MAX_AUTH_MESSAGE: usize = 64 * 1024;
 
@@ -186,7 +189,14 @@ async fn handshake(
             let Stream::Tcp(tcp) = client else {
                 unreachable!()
             };
-            client = Stream::ClientTls(Box::new(acceptor.accept(tcp).await?));
+            let tls = acceptor.accept(tcp).await?;
+            // Direct TLS must name the protocol (ALPN "postgresql"), as
+            // PostgreSQL 17 requires, against cross-protocol attacks.
+            if tls.get_ref().1.alpn_protocol() != Some(b"postgresql") {
+                debug!("direct TLS without ALPN postgresql refused");
+                return Err(HandshakeError::Done);
+            }
+            client = Stream::ClientTls(Box::new(tls));
         }
     }
     let startup = loop {
@@ -418,16 +428,16 @@ async fn connect_and_authenticate(
                 }
             }
             bt::READY_FOR_QUERY => {
+                // Checked before the client is told it is connected.
+                let Some(reg) = registration else {
+                    let err = PgError::fatal("08P01", "the database server sent no BackendKeyData");
+                    to_client.extend_from_slice(&err.to_bytes());
+                    client.write_all(&to_client).await?;
+                    return Err(err.into());
+                };
                 put_message(&mut to_client, tag, &body);
                 client.write_all(&to_client).await?;
                 client.flush().await?;
-                let Some(reg) = registration else {
-                    return Err(PgError::fatal(
-                        "08P01",
-                        "the database server sent no BackendKeyData",
-                    )
-                    .into());
-                };
                 let info = SessionInfo {
                     user,
                     database,
@@ -511,6 +521,7 @@ async fn relay(ctx: &ProxyContext, est: Established) {
     );
     let end = (&mut relay).await;
     let at_boundary = relay.client_at_boundary();
+    let upstream_at_boundary = relay.upstream_at_boundary();
     drop(relay);
     let final_error = match &end {
         RelayEnd::ClientClosed => None,
@@ -539,17 +550,29 @@ async fn relay(ctx: &ProxyContext, est: Established) {
         }
         RelayEnd::Shutdown | RelayEnd::ForcedShutdown => {
             debug!(?end, "closing session for shutdown");
-            let _ = upstream.write_all(&[ft::TERMINATE, 0, 0, 0, 4]).await;
+            // Terminate only between messages, and never wait long: an
+            // upstream that stopped reading must not hold up shutdown.
+            if upstream_at_boundary {
+                let _ = tokio::time::timeout(EPILOGUE_TIMEOUT, async {
+                    upstream.write_all(&[ft::TERMINATE, 0, 0, 0, 4]).await?;
+                    upstream.flush().await
+                })
+                .await;
+            }
             Some(PgError::fatal(
                 "57P01",
                 "terminating connection because pgbranch is shutting down",
             ))
         }
     };
-    if let (Some(err), true) = (final_error, at_boundary) {
-        send_error(&mut client, &err).await;
-    }
-    let _ = client.shutdown().await;
+    // A client that stopped reading must not hold up the session's end.
+    let _ = tokio::time::timeout(EPILOGUE_TIMEOUT, async {
+        if let (Some(err), true) = (final_error, at_boundary) {
+            send_error(&mut client, &err).await;
+        }
+        let _ = client.shutdown().await;
+    })
+    .await;
     debug!("session ended");
 }
 

@@ -44,7 +44,9 @@ impl UpstreamTarget {
     /// Parses a libpq-style URL or key/value string. Only the first host is
     /// used.
     pub fn from_url(url: &str) -> Result<Self, String> {
-        let cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
+        let cfg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| format!("`{}`: {e}", redact_password(url)))?;
         let port = cfg.get_ports().first().copied().unwrap_or(5432);
         let addr = match cfg.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => UpstreamAddr::Tcp {
@@ -55,7 +57,7 @@ impl UpstreamTarget {
                 dir: dir.clone(),
                 port,
             },
-            None => return Err(format!("`{url}` names no host")),
+            None => return Err(format!("`{}` names no host", redact_password(url))),
         };
         Ok(Self {
             addr,
@@ -63,6 +65,33 @@ impl UpstreamTarget {
             dbname: cfg.get_dbname().map(str::to_string),
         })
     }
+}
+
+/// Hides the password of a connection URL (`postgres://u:secret@h`) or
+/// key/value string (`password=secret`) for messages and logs.
+pub fn redact_password(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                return format!(
+                    "{}{}:****{}",
+                    &url[..scheme_end + 3],
+                    &rest[..colon],
+                    &rest[at..]
+                );
+            }
+        }
+        return url.to_string();
+    }
+    url.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=****"),
+            _ => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Why the upstream could not be reached.
@@ -218,5 +247,12 @@ mod tests {
         let t = UpstreamTarget::from_url("postgresql://%2Ftmp%2Fs/db").unwrap();
         assert_eq!(t.addr.to_string(), "/tmp/s/.s.PGSQL.5432");
         assert!(UpstreamTarget::from_url("postgres://h:x/db").is_err());
+        let e = UpstreamTarget::from_url("postgres://alice:hunter2@db:notaport/app").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert_eq!(
+            redact_password("host=h password=hunter2 port=1"),
+            "host=h password=**** port=1"
+        );
+        assert_eq!(redact_password("postgres://u@h/db"), "postgres://u@h/db");
     }
 }
