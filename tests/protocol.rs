@@ -100,3 +100,31 @@ async fn unsupported_protocol_version_is_refused() {
     assert!(String::from_utf8_lossy(&body).contains("unsupported frontend protocol 2.0"));
     proxy.stop().await;
 }
+
+/// A client that answers a password request with another message is told
+/// why the connection ends, instead of being dropped silently.
+#[tokio::test]
+async fn wrong_message_during_authentication_gets_a_protocol_error() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(test_config()).await;
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut raw = RawConn::new(tcp);
+    let startup = pgbranch::protocol::startup::StartupMessage {
+        version: PROTOCOL_3_0,
+        params: vec![
+            (b"user".to_vec(), b"pgb_md5".to_vec()),
+            (b"database".to_vec(), db.into_bytes()),
+        ],
+    };
+    raw.send(&startup.encode()).await;
+    let (tag, body) = raw.recv().await;
+    assert_eq!(tag, b'R');
+    assert_eq!(read_u32(&body, 0), 5, "md5 password requested");
+    raw.send(&query_message("SELECT 1")).await;
+    let (tag, body) = raw.recv().await;
+    assert_eq!(tag, b'E');
+    assert_eq!(error_code(&body).as_deref(), Some("08P01"));
+    assert!(String::from_utf8_lossy(&body).contains("expected an authentication response"));
+    assert!(raw.recv_opt().await.is_none(), "connection closed");
+    proxy.stop().await;
+}

@@ -406,11 +406,11 @@ async fn connect_and_authenticate(
             }
             bt::BACKEND_KEY_DATA => {
                 let Some(upstream_key) = BackendKey::parse(&body) else {
-                    return Err(PgError::fatal(
-                        "08P01",
-                        "the database server sent invalid BackendKeyData",
-                    )
-                    .into());
+                    let err =
+                        PgError::fatal("08P01", "the database server sent invalid BackendKeyData");
+                    to_client.extend_from_slice(&err.to_bytes());
+                    client.write_all(&to_client).await?;
+                    return Err(err.into());
                 };
                 let (client_key, reg) = ctx.cancel.register(CancelTarget {
                     connector: ctx.connector.clone(),
@@ -473,15 +473,24 @@ async fn relay_client_auth(
     client.write_all(to_client).await?;
     client.flush().await?;
     to_client.clear();
-    let (tag, body) = read_message(client, MAX_AUTH_MESSAGE).await?;
+    let (tag, body) = match read_message(client, MAX_AUTH_MESSAGE).await {
+        Ok(m) => m,
+        Err(HandshakeError::Client(e)) => {
+            send_error(client, &e).await;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e),
+    };
     if tag != ft::PASSWORD {
-        return Err(HandshakeError::Client(PgError::fatal(
+        let e = PgError::fatal(
             "08P01",
             format!(
                 "expected an authentication response, got message type {:?}",
                 tag as char
             ),
-        )));
+        );
+        send_error(client, &e).await;
+        return Err(e.into());
     }
     if sasl_initial && client.is_tls() && upstream.is_tls() && sasl_client_thinks_no_binding(&body)
     {
