@@ -195,18 +195,7 @@ async fn branch_selection_forms_and_errors() {
 async fn notifications_carry_the_real_backend_pid() {
     let db = cluster().fresh_db();
     let proxy = start_proxy(test_config()).await;
-    let (client, mut conn) =
-        tokio_postgres::connect(&proxy.conn_str("postgres", &db), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-        use futures_util::StreamExt;
-        while let Some(Ok(msg)) = stream.next().await {
-            let _ = tx.send(msg);
-        }
-    });
+    let (client, mut rx) = connect_with_messages(&proxy.conn_str("postgres", &db)).await;
     let other = connect(&proxy.conn_str("postgres", &db)).await;
     let my_pid: i32 = client
         .query_one("SELECT pg_backend_pid()", &[])

@@ -511,17 +511,7 @@ async fn next_notice(
 async fn notices_arrive_and_a_warning_mid_stream_does_not_break_it() {
     let db = fresh_db().await;
     let proxy = start_proxy(test_config()).await;
-    let (client, mut conn) =
-        tokio_postgres::connect(&proxy.conn_str("postgres", &db), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-        while let Some(Ok(msg)) = stream.next().await {
-            let _ = tx.send(msg);
-        }
-    });
+    let (client, mut rx) = connect_with_messages(&proxy.conn_str("postgres", &db)).await;
     client
         .batch_execute("DO $$ BEGIN RAISE NOTICE 'hello %', 1; END $$")
         .await

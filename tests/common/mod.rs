@@ -335,6 +335,28 @@ pub async fn connect(conn_str: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Connects with tokio-postgres and hands every asynchronous message
+/// (notices, notifications) to the returned channel.
+pub async fn connect_with_messages(
+    conn_str: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+) {
+    use futures_util::StreamExt;
+    let (client, mut conn) = tokio_postgres::connect(conn_str, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {conn_str}: {e}"));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(msg)) = stream.next().await {
+            let _ = tx.send(msg);
+        }
+    });
+    (client, rx)
+}
+
 /// Runs psql with `args`, returning (success, stdout, stderr). Async, so
 /// that an in-process proxy on the same runtime keeps running.
 pub async fn psql(conn_str: &str, args: &[&str]) -> (bool, String, String) {
