@@ -95,11 +95,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         upstream: args.upstream,
         unix_socket_dir: args.unix_socket_dir,
         data_dir: args.data_dir,
+        pg_bindir: args.pg_bindir,
     };
-    let mut config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
-    if let Some(dir) = args.pg_bindir {
-        config.embedded.pg_bindir = Some(dir);
-    }
+    let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
     init_logging(&config);
 
     // The embedded default: a private PostgreSQL under the data directory,

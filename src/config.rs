@@ -215,6 +215,7 @@ pub struct Overrides {
     pub upstream: Option<String>,
     pub unix_socket_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
+    pub pg_bindir: Option<PathBuf>,
 }
 
 impl Config {
@@ -271,6 +272,9 @@ impl Config {
         }
         if let Some(d) = &overrides.data_dir {
             config.embedded.data_dir = Some(d.clone());
+        }
+        if let Some(d) = &overrides.pg_bindir {
+            config.embedded.pg_bindir = Some(d.clone());
         }
         config.validate()?;
         Ok(config)

@@ -114,19 +114,35 @@ pub fn error_fields(body: &[u8]) -> Vec<(u8, String)> {
     fields
 }
 
-/// The SQLSTATE of an ErrorResponse body, if present.
-pub fn error_code(body: &[u8]) -> Option<String> {
-    error_fields(body)
-        .into_iter()
-        .find(|(c, _)| *c == b'C')
-        .map(|(_, v)| v)
+/// The raw value of field `code` of an ErrorResponse or NoticeResponse
+/// body, borrowed (no allocation: the relay reads every ErrorResponse).
+pub fn error_field(body: &[u8], code: u8) -> Option<&[u8]> {
+    let mut rest = body;
+    while let Some((&c, tail)) = rest.split_first() {
+        if c == 0 {
+            return None;
+        }
+        let (value, tail) = take_cstr(tail)?;
+        if c == code {
+            return Some(value);
+        }
+        rest = tail;
+    }
+    None
 }
 
-/// Whether an ErrorResponse body has severity FATAL or PANIC.
+/// The SQLSTATE of an ErrorResponse body, if present.
+pub fn error_code(body: &[u8]) -> Option<String> {
+    error_field(body, b'C').map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Whether an ErrorResponse body has severity FATAL or PANIC (the
+/// untranslated `V` field, or `S` from servers before 9.6).
 pub fn error_is_fatal(body: &[u8]) -> bool {
-    error_fields(body)
-        .into_iter()
-        .any(|(c, v)| (c == b'V' || c == b'S') && (v == "FATAL" || v == "PANIC"))
+    matches!(
+        error_field(body, b'V').or_else(|| error_field(body, b'S')),
+        Some(b"FATAL" | b"PANIC")
+    )
 }
 
 /// BackendKeyData: process id and secret key (4 bytes in protocol 3.0, up to
@@ -226,6 +242,11 @@ mod tests {
         assert!(fields.contains(&(b'C', "08006".into())));
         assert!(fields.contains(&(b'H', "start it".into())));
         assert!(error_is_fatal(&bytes[5..]));
+        assert!(!error_is_fatal(
+            &PgError::error("22012", "x").to_bytes()[5..]
+        ));
+        assert_eq!(error_field(&bytes[5..], b'M'), Some(&b"cannot reach"[..]));
+        assert_eq!(error_field(&bytes[5..], b'D'), None);
         assert_eq!(error_code(&bytes[5..]).as_deref(), Some("08006"));
     }
 

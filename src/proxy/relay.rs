@@ -359,6 +359,57 @@ impl Pump {
         }
     }
 
+    /// Passes over the rest of a streamed message, then returns the next
+    /// header `(tag, length)`. `None` when the buffered bytes run out (with
+    /// `need_more` set if they end inside a header). A length below 4 is
+    /// returned as is; the caller refuses it.
+    fn next_header(&mut self) -> Option<(u8, usize)> {
+        if self.remaining > 0 {
+            let n = self.remaining.min(self.end - self.scanned);
+            self.scanned += n;
+            self.remaining -= n;
+        }
+        if self.scanned == self.end {
+            return None;
+        }
+        if self.end - self.scanned < HEADER_LEN {
+            self.need_more = true;
+            return None;
+        }
+        Some((
+            self.buf[self.scanned],
+            read_u32(&self.buf, self.scanned + 1) as usize,
+        ))
+    }
+
+    /// Passes a message of `total` bytes through; what has not arrived yet
+    /// streams through later without being framed.
+    fn pass(&mut self, total: usize) {
+        let avail = self.end - self.scanned;
+        if avail >= total {
+            self.scanned += total;
+        } else {
+            self.remaining = total - avail;
+            self.scanned = self.end;
+        }
+    }
+
+    /// Whether the whole message of `total` bytes is buffered; otherwise
+    /// marks the pump as waiting for it.
+    fn has_whole(&mut self, total: usize) -> bool {
+        let whole = self.end - self.scanned >= total;
+        self.need_more = !whole;
+        whole
+    }
+
+    /// Bytes needed from `scanned` for the message the pump waits on.
+    fn whole_need(&self) -> usize {
+        if !self.need_more || self.end - self.scanned < HEADER_LEN {
+            return HEADER_LEN;
+        }
+        1 + read_u32(&self.buf, self.scanned + 1) as usize
+    }
+
     /// Moves the written-as-is range `[start, upto)` into `out` so that
     /// what follows can be changed.
     fn divert(&mut self, upto: usize) {
@@ -462,20 +513,7 @@ impl<'a> Relay<'a> {
     /// Frames client bytes `[scanned, end)`.
     fn process_client(&mut self) -> Result<(), PgError> {
         let p = &mut self.c2u;
-        while p.scanned < p.end {
-            if p.remaining > 0 {
-                let n = p.remaining.min(p.end - p.scanned);
-                p.scanned += n;
-                p.remaining -= n;
-                continue;
-            }
-            let avail = p.end - p.scanned;
-            if avail < HEADER_LEN {
-                p.need_more = true;
-                break;
-            }
-            let tag = p.buf[p.scanned];
-            let len = read_u32(&p.buf, p.scanned + 1) as usize;
+        while let Some((tag, len)) = p.next_header() {
             if len < 4 {
                 return Err(PgError::fatal("08P01", "invalid message length"));
             }
@@ -491,16 +529,10 @@ impl<'a> Relay<'a> {
             let total = 1 + len;
             if !self.interest.client[tag as usize] {
                 self.pending.push_client_tag(tag, Owner::Client, 0);
-                if avail >= total {
-                    p.scanned += total;
-                } else {
-                    p.remaining = total - avail;
-                    p.scanned = p.end;
-                }
+                p.pass(total);
                 continue;
             }
-            if avail < total {
-                p.need_more = true;
+            if !p.has_whole(total) {
                 break;
             }
             let body = &p.buf[p.scanned + HEADER_LEN..p.scanned + total];
@@ -540,20 +572,7 @@ impl<'a> Relay<'a> {
     /// Frames upstream bytes `[scanned, end)`.
     fn process_server(&mut self) -> Result<(), PgError> {
         let p = &mut self.u2c;
-        while p.scanned < p.end {
-            if p.remaining > 0 {
-                let n = p.remaining.min(p.end - p.scanned);
-                p.scanned += n;
-                p.remaining -= n;
-                continue;
-            }
-            let avail = p.end - p.scanned;
-            if avail < HEADER_LEN {
-                p.need_more = true;
-                break;
-            }
-            let tag = p.buf[p.scanned];
-            let len = read_u32(&p.buf, p.scanned + 1) as usize;
+        while let Some((tag, len)) = p.next_header() {
             if len < 4 {
                 return Err(PgError::fatal(
                     "08P01",
@@ -571,16 +590,10 @@ impl<'a> Relay<'a> {
                 || (tag == bt::ERROR_RESPONSE && len <= MAX_INSPECTED_ERROR);
             if !whole {
                 self.pending.advance(tag);
-                if avail >= total {
-                    p.scanned += total;
-                } else {
-                    p.remaining = total - avail;
-                    p.scanned = p.end;
-                }
+                p.pass(total);
                 continue;
             }
-            if avail < total {
-                p.need_more = true;
+            if !p.has_whole(total) {
                 break;
             }
             self.pending.advance(tag);
@@ -639,7 +652,7 @@ impl<'a> Relay<'a> {
         if self.c2u.eof {
             return Poll::Ready(Err(RelayEnd::ClientClosed));
         }
-        let need = self.whole_need(true);
+        let need = self.c2u.whole_need();
         self.c2u.make_room(need);
         let p = &mut self.c2u;
         let mut rb = ReadBuf::new(&mut p.buf[p.end..]);
@@ -681,7 +694,7 @@ impl<'a> Relay<'a> {
                 fatal_seen: self.fatal_seen,
             }));
         }
-        let need = self.whole_need(false);
+        let need = self.u2c.whole_need();
         self.u2c.make_room(need);
         let p = &mut self.u2c;
         let mut rb = ReadBuf::new(&mut p.buf[p.end..]);
@@ -694,15 +707,6 @@ impl<'a> Relay<'a> {
         p.end += n;
         p.need_more = false;
         Poll::Ready(Ok(()))
-    }
-
-    /// Bytes needed from `scanned` for the message the pump waits on.
-    fn whole_need(&self, client: bool) -> usize {
-        let p = if client { &self.c2u } else { &self.u2c };
-        if !p.need_more || p.end - p.scanned < HEADER_LEN {
-            return HEADER_LEN;
-        }
-        1 + read_u32(&p.buf, p.scanned + 1) as usize
     }
 }
 

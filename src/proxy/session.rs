@@ -358,8 +358,7 @@ async fn connect_and_authenticate(
                     "08006",
                     "pgbranch: the database server closed the connection during startup",
                 );
-                to_client.extend_from_slice(&err.to_bytes());
-                client.write_all(&to_client).await?;
+                fail(&mut client, &mut to_client, err).await;
                 return Err(HandshakeError::Done);
             }
             Err(e) => return Err(e),
@@ -382,9 +381,7 @@ async fn connect_and_authenticate(
                         let Some(msg) = sasl_without_plus(&body) else {
                             let err = PgError::fatal("28000", "the database server offers only channel-binding SASL mechanisms, which cannot pass through a proxy")
                                 .with_hint("allow SCRAM-SHA-256 without channel binding for connections from pgbranch");
-                            to_client.extend_from_slice(&err.to_bytes());
-                            client.write_all(&to_client).await?;
-                            return Err(err.into());
+                            return Err(fail(&mut client, &mut to_client, err).await);
                         };
                         to_client.extend_from_slice(&msg);
                         relay_client_auth(&mut client, &mut upstream, &mut to_client, true).await?;
@@ -392,15 +389,11 @@ async fn connect_and_authenticate(
                     auth::GSS | auth::GSS_CONTINUE | auth::SSPI | auth::KERBEROS_V5 => {
                         let err = PgError::fatal("28000", "GSSAPI and SSPI authentication are not supported through pgbranch")
                             .with_hint("use SCRAM-SHA-256, md5 or password authentication for connections from pgbranch");
-                        to_client.extend_from_slice(&err.to_bytes());
-                        client.write_all(&to_client).await?;
-                        return Err(err.into());
+                        return Err(fail(&mut client, &mut to_client, err).await);
                     }
                     other => {
                         let err = PgError::fatal("08P01", format!("unsupported authentication request {other} from the database server"));
-                        to_client.extend_from_slice(&err.to_bytes());
-                        client.write_all(&to_client).await?;
-                        return Err(err.into());
+                        return Err(fail(&mut client, &mut to_client, err).await);
                     }
                 }
             }
@@ -408,9 +401,7 @@ async fn connect_and_authenticate(
                 let Some(upstream_key) = BackendKey::parse(&body) else {
                     let err =
                         PgError::fatal("08P01", "the database server sent invalid BackendKeyData");
-                    to_client.extend_from_slice(&err.to_bytes());
-                    client.write_all(&to_client).await?;
-                    return Err(err.into());
+                    return Err(fail(&mut client, &mut to_client, err).await);
                 };
                 let (client_key, reg) = ctx.cancel.register(CancelTarget {
                     connector: ctx.connector.clone(),
@@ -431,9 +422,7 @@ async fn connect_and_authenticate(
                 // Checked before the client is told it is connected.
                 let Some(reg) = registration else {
                     let err = PgError::fatal("08P01", "the database server sent no BackendKeyData");
-                    to_client.extend_from_slice(&err.to_bytes());
-                    client.write_all(&to_client).await?;
-                    return Err(err.into());
+                    return Err(fail(&mut client, &mut to_client, err).await);
                 };
                 put_message(&mut to_client, tag, &body);
                 client.write_all(&to_client).await?;
@@ -460,6 +449,15 @@ async fn connect_and_authenticate(
             _ => put_message(&mut to_client, tag, &body),
         }
     }
+}
+
+/// Ends the handshake: the messages queued for the client go out followed
+/// by `err`, so the client learns why its connection closes.
+async fn fail(client: &mut Stream, to_client: &mut Vec<u8>, err: PgError) -> HandshakeError {
+    err.encode(to_client);
+    let _ = client.write_all(to_client).await;
+    let _ = client.flush().await;
+    HandshakeError::Client(err)
 }
 
 /// Sends what is queued for the client, then relays the client's one
