@@ -106,21 +106,10 @@ fn embedded_default_creates_serves_stops_and_reuses_its_cluster() {
 #[test]
 fn missing_postgresql_installation_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(PGBRANCH_BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--pg-bindir",
-            "/nonexistent/bin",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env_remove("PGBRANCH_UPSTREAM_URL")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_fails(
+        &["--listen", "127.0.0.1:0", "--pg-bindir", "/nonexistent/bin"],
+        dir.path(),
+    );
     assert!(stderr.contains("apt-get install -y postgresql"), "{stderr}");
     assert!(stderr.contains("/nonexistent/bin"), "{stderr}");
 }
@@ -128,15 +117,23 @@ fn missing_postgresql_installation_is_a_clear_error() {
 #[test]
 fn embedded_default_refuses_a_non_loopback_listen_address() {
     let dir = tempfile::tempdir().unwrap();
+    let stderr = serve_fails(&["--listen", "0.0.0.0:0"], dir.path());
+    assert!(stderr.contains("only on a loopback address"), "{stderr}");
+    // Nothing was created: the check comes before initdb.
+    assert!(!dir.path().join("pgdata").exists());
+}
+
+/// Runs `pgbranch serve ARGS --data-dir DIR` on the embedded default,
+/// asserts that it fails, and returns its standard error.
+fn serve_fails(args: &[&str], data_dir: &std::path::Path) -> String {
     let out = Command::new(PGBRANCH_BIN)
-        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path())
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
         .env_remove("PGBRANCH_UPSTREAM_URL")
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("only on a loopback address"), "{stderr}");
-    // Nothing was created: the check comes before initdb.
-    assert!(!dir.path().join("pgdata").exists());
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
