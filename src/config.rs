@@ -68,6 +68,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub embedded: EmbeddedConfig,
     pub log: LogConfig,
+    pub history: HistoryConfig,
 }
 
 impl Default for Config {
@@ -86,6 +87,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             embedded: EmbeddedConfig::default(),
             log: LogConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -149,6 +151,21 @@ pub struct EmbeddedConfig {
     pub pg_bindir: Option<PathBuf>,
 }
 
+/// DDL history (`docs/history.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Record every DDL statement in the `pgbranch` schema of the database
+    /// it changes. Off: DDL passes unrecorded and costs nothing.
+    pub enabled: bool,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -206,7 +223,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Sections of the config file; `PGBRANCH_<SECTION>_<KEY>` targets them.
-const SECTIONS: [&str; 4] = ["upstream", "tls", "embedded", "log"];
+const SECTIONS: [&str; 5] = ["upstream", "tls", "embedded", "log", "history"];
 
 /// Overrides from the command line (highest precedence).
 #[derive(Debug, Clone, Default)]

@@ -9,4 +9,6 @@ pub mod cli;
 pub mod config;
 pub mod embedded;
 pub mod protocol;
+pub mod history;
 pub mod proxy;
+pub mod sql;

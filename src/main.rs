@@ -1,9 +1,10 @@
 fn main() -> std::process::ExitCode {
     match pgbranch::cli::main() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("pgbranch: {e:#}");
-            std::process::ExitCode::FAILURE
+            // 2: an error; 1 is reserved for answers such as "drift found".
+            std::process::ExitCode::from(2)
         }
     }
 }

@@ -246,8 +246,9 @@ impl SessionHook for Recording {
         self.interest.server(tag)
     }
 
-    fn on_server_message(&mut self, tag: u8, body: &[u8]) {
+    fn on_server_message(&mut self, tag: u8, body: &[u8]) -> Vec<u8> {
         self.seen.lock().unwrap().server.push((tag, body.to_vec()));
+        Vec::new()
     }
 }
 

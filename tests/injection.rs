@@ -77,7 +77,7 @@ impl SessionHook for AuditHook {
                 );
                 ClientVerdict {
                     replace: Some(query_message(&rewritten)),
-                    swallow_statements: 1 << 1,
+                    swallow_statements: [1].into_iter().collect(),
                     ..ClientVerdict::default()
                 }
             }

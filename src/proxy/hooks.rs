@@ -34,9 +34,9 @@ pub struct ClientVerdict {
     /// Replacement of the client's message (complete frames); `None`
     /// forwards the original bytes.
     pub replace: Option<Vec<u8>>,
-    /// For a simple Query: bit `i` set = the responses of statement `i`
-    /// (counting from 0) belong to the proxy.
-    pub swallow_statements: u64,
+    /// For a simple Query: the statements (counting from 0) whose
+    /// responses belong to the proxy.
+    pub swallow_statements: StatementSet,
     /// Messages injected after the client's message (complete frames).
     pub after: Vec<u8>,
 }
@@ -50,7 +50,39 @@ impl ClientVerdict {
         self.before.is_empty()
             && self.replace.is_none()
             && self.after.is_empty()
-            && self.swallow_statements == 0
+            && self.swallow_statements.is_empty()
+    }
+}
+
+/// A set of statement indexes within one simple Query (a bitset).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatementSet(Vec<u64>);
+
+impl StatementSet {
+    pub fn insert(&mut self, i: usize) {
+        let word = i / 64;
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << (i % 64);
+    }
+
+    pub fn contains(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+}
+
+impl FromIterator<usize> for StatementSet {
+    fn from_iter<I: IntoIterator<Item = usize>>(iter: I) -> Self {
+        let mut set = Self::default();
+        for i in iter {
+            set.insert(i);
+        }
+        set
     }
 }
 
@@ -61,6 +93,19 @@ pub trait SessionHook: Send {
     fn wants_client(&self, _tag: u8) -> bool {
         false
     }
+
+    /// For a tag the hook wants: messages longer than this many bytes
+    /// (body) are not held whole; they stream through unchanged and the
+    /// hook gets [`SessionHook::on_client_prefix`] instead. `usize::MAX`
+    /// (the default) holds every message whole, up to `max_message_size`.
+    fn client_peek_limit(&self, _tag: u8) -> usize {
+        usize::MAX
+    }
+
+    /// Called instead of `on_client_message` for a message longer than
+    /// its peek limit, with the first `limit` bytes of its body; the
+    /// message is forwarded unchanged.
+    fn on_client_prefix(&mut self, _tag: u8, _prefix: &[u8]) {}
 
     /// Called with a complete client message (tag and body).
     fn on_client_message(&mut self, _tag: u8, _body: &[u8]) -> ClientVerdict {
@@ -75,7 +120,13 @@ pub trait SessionHook: Send {
     }
 
     /// Called with a complete server message forwarded to the client.
-    fn on_server_message(&mut self, _tag: u8, _body: &[u8]) {}
+    /// Returns messages (complete frames) to send to the upstream as soon
+    /// as the client stream is between messages; their responses are the
+    /// proxy's, like those of `ClientVerdict::before`. Used to record a
+    /// statement that cannot run in a transaction block after it succeeded.
+    fn on_server_message(&mut self, _tag: u8, _body: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
 
     /// Called with each swallowed response to an injected message.
     /// Returning `true` forwards it to the client after all (e.g. an

@@ -27,7 +27,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::hooks::{Owner, SessionHook};
+use super::hooks::{Owner, SessionHook, StatementSet};
 use super::stream::Stream;
 use crate::protocol::backend::{error_is_fatal, PgError};
 use crate::protocol::{backend_tag as bt, frontend_tag as ft, read_u32, HEADER_LEN};
@@ -50,7 +50,7 @@ enum Ends {
 }
 
 /// The responses to one client message.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Group {
     ends: Ends,
     owner: Owner,
@@ -58,8 +58,8 @@ struct Group {
     /// until Sync.
     extended: bool,
     sync: bool,
-    /// Simple Query: statements whose responses the proxy owns (bit i).
-    swallow: u64,
+    /// Simple Query: statements whose responses the proxy owns.
+    swallow: StatementSet,
     /// Simple Query: index of the statement now answering.
     stmt: u32,
     /// Client CopyDone/CopyFail messages sent before this group: tells
@@ -69,7 +69,7 @@ struct Group {
 }
 
 impl Group {
-    fn for_client_tag(tag: u8, owner: Owner, swallow: u64) -> Option<Self> {
+    fn for_client_tag(tag: u8, owner: Owner, swallow: StatementSet) -> Option<Self> {
         let (ends, extended, sync) = match tag {
             ft::QUERY | ft::FUNCTION_CALL => (Ends::Ready, false, false),
             ft::SYNC => (Ends::Ready, false, true),
@@ -92,7 +92,7 @@ impl Group {
     }
 
     fn owner_now(&self) -> Owner {
-        if self.stmt < 64 && self.swallow & (1 << self.stmt) != 0 {
+        if self.swallow.contains(self.stmt as usize) {
             Owner::Proxy
         } else {
             self.owner
@@ -118,7 +118,7 @@ pub struct Pending {
 }
 
 impl Pending {
-    fn push_client_tag(&mut self, tag: u8, owner: Owner, swallow: u64) {
+    fn push_client_tag(&mut self, tag: u8, owner: Owner, swallow: StatementSet) {
         match tag {
             ft::COPY_DONE | ft::COPY_FAIL => {
                 if self.copy_in == Some(self.copy_ends) {
@@ -137,10 +137,10 @@ impl Pending {
     }
 
     /// Pushes groups for every message in a block of complete frames.
-    fn push_frames(&mut self, frames: &[u8], owner: Owner, swallow: u64) {
+    fn push_frames(&mut self, frames: &[u8], owner: Owner, swallow: &StatementSet) {
         let mut at = 0;
         while at + HEADER_LEN <= frames.len() {
-            self.push_client_tag(frames[at], owner, swallow);
+            self.push_client_tag(frames[at], owner, swallow.clone());
             at += 1 + read_u32(frames, at + 1) as usize;
         }
     }
@@ -271,6 +271,8 @@ struct Pump {
     remaining: usize,
     /// The scanned region waits for more bytes of a message needed whole.
     need_more: bool,
+    /// Bytes from `scanned` that the waiting message needs.
+    need_total: usize,
     /// Modified output (when bytes were injected or swallowed).
     out: Vec<u8>,
     out_pos: usize,
@@ -290,6 +292,7 @@ impl Pump {
             end: initial.len(),
             remaining: 0,
             need_more: false,
+            need_total: HEADER_LEN,
             out: Vec::new(),
             out_pos: 0,
             need_flush: false,
@@ -399,6 +402,7 @@ impl Pump {
     fn has_whole(&mut self, total: usize) -> bool {
         let whole = self.end - self.scanned >= total;
         self.need_more = !whole;
+        self.need_total = total;
         whole
     }
 
@@ -407,7 +411,7 @@ impl Pump {
         if !self.need_more || self.end - self.scanned < HEADER_LEN {
             return HEADER_LEN;
         }
-        1 + read_u32(&self.buf, self.scanned + 1) as usize
+        self.need_total
     }
 
     /// Moves the written-as-is range `[start, upto)` into `out` so that
@@ -421,6 +425,8 @@ impl Pump {
 /// Which tags each side must see whole for the hook.
 struct Interest {
     client: [bool; 256],
+    /// Longest client message body held whole for the hook, per tag.
+    client_peek: [usize; 256],
     server: [bool; 256],
 }
 
@@ -433,6 +439,9 @@ pub struct Relay<'a> {
     pub pending: Pending,
     hook: &'a mut dyn SessionHook,
     interest: Interest,
+    /// Messages the hook asked to send upstream at the next client
+    /// message boundary (see `SessionHook::on_server_message`).
+    inject_upstream: Vec<u8>,
     max_message: usize,
     fatal_seen: bool,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -463,10 +472,12 @@ impl<'a> Relay<'a> {
     ) -> Self {
         let mut interest = Interest {
             client: [false; 256],
+            client_peek: [usize::MAX; 256],
             server: [false; 256],
         };
         for tag in 0..=255u8 {
             interest.client[tag as usize] = hook.wants_client(tag);
+            interest.client_peek[tag as usize] = hook.client_peek_limit(tag);
             interest.server[tag as usize] = hook.wants_server(tag);
         }
         Self {
@@ -480,6 +491,7 @@ impl<'a> Relay<'a> {
             },
             hook,
             interest,
+            inject_upstream: Vec::new(),
             max_message: params.max_message,
             fatal_seen: false,
             shutdown: Box::pin(params.shutdown.clone().cancelled_owned()),
@@ -528,7 +540,21 @@ impl<'a> Relay<'a> {
             }
             let total = 1 + len;
             if !self.interest.client[tag as usize] {
-                self.pending.push_client_tag(tag, Owner::Client, 0);
+                self.pending
+                    .push_client_tag(tag, Owner::Client, StatementSet::default());
+                p.pass(total);
+                continue;
+            }
+            let peek = self.interest.client_peek[tag as usize];
+            if len - 4 > peek {
+                // Too long to hold whole: the hook sees its beginning.
+                if !p.has_whole(HEADER_LEN + peek) {
+                    break;
+                }
+                let prefix = &p.buf[p.scanned + HEADER_LEN..p.scanned + HEADER_LEN + peek];
+                self.hook.on_client_prefix(tag, prefix);
+                self.pending
+                    .push_client_tag(tag, Owner::Client, StatementSet::default());
                 p.pass(total);
                 continue;
             }
@@ -538,17 +564,20 @@ impl<'a> Relay<'a> {
             let body = &p.buf[p.scanned + HEADER_LEN..p.scanned + total];
             let verdict = self.hook.on_client_message(tag, body);
             if verdict.is_forward() {
-                self.pending.push_client_tag(tag, Owner::Client, 0);
+                self.pending
+                    .push_client_tag(tag, Owner::Client, StatementSet::default());
                 p.scanned += total;
                 continue;
             }
             p.divert(p.scanned);
-            self.pending.push_frames(&verdict.before, Owner::Proxy, 0);
+            let none = StatementSet::default();
+            self.pending
+                .push_frames(&verdict.before, Owner::Proxy, &none);
             p.out.extend_from_slice(&verdict.before);
             match &verdict.replace {
                 Some(bytes) => {
                     self.pending
-                        .push_frames(bytes, Owner::Client, verdict.swallow_statements);
+                        .push_frames(bytes, Owner::Client, &verdict.swallow_statements);
                     p.out.extend_from_slice(bytes);
                 }
                 None => {
@@ -558,7 +587,8 @@ impl<'a> Relay<'a> {
                         .extend_from_slice(&p.buf[p.scanned..p.scanned + total]);
                 }
             }
-            self.pending.push_frames(&verdict.after, Owner::Proxy, 0);
+            self.pending
+                .push_frames(&verdict.after, Owner::Proxy, &none);
             p.out.extend_from_slice(&verdict.after);
             p.scanned += total;
             p.start = p.scanned;
@@ -606,7 +636,8 @@ impl<'a> Relay<'a> {
             let forward = match owner {
                 Owner::Client => {
                     if hook_wants {
-                        self.hook.on_server_message(tag, body);
+                        let inject = self.hook.on_server_message(tag, body);
+                        self.inject_upstream.extend_from_slice(&inject);
                     }
                     true
                 }
@@ -624,8 +655,23 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
+    /// Queues the hook's upstream injection once the client stream is
+    /// between messages (everything framed so far is whole).
+    fn take_upstream_injection(&mut self) {
+        if self.inject_upstream.is_empty() || self.c2u.remaining > 0 {
+            return;
+        }
+        let bytes = std::mem::take(&mut self.inject_upstream);
+        let p = &mut self.c2u;
+        p.divert(p.scanned);
+        self.pending
+            .push_frames(&bytes, Owner::Proxy, &StatementSet::default());
+        p.out.extend_from_slice(&bytes);
+    }
+
     /// Does one unit of work in the client → upstream direction.
     fn poll_c2u(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayEnd>> {
+        self.take_upstream_injection();
         if self.c2u.has_output() {
             let n = ready!(Pin::new(&mut *self.upstream).poll_write(cx, self.c2u.output()))
                 .map_err(RelayEnd::UpstreamError)?;
@@ -759,6 +805,12 @@ impl Future for Relay<'_> {
         if let Some(end) = this.drive(cx, Self::poll_u2c) {
             return Poll::Ready(end);
         }
+        // A server message made the hook inject something upstream.
+        if !this.inject_upstream.is_empty() {
+            if let Some(end) = this.drive(cx, Self::poll_c2u) {
+                return Poll::Ready(end);
+            }
+        }
         if this.shutting_down && this.session_idle() {
             return Poll::Ready(RelayEnd::Shutdown);
         }
@@ -791,12 +843,12 @@ mod tests {
     fn injected_extended_messages_before_sync_are_recognised() {
         let mut p = Pending::default();
         for t in [b'P', b'B', b'E'] {
-            p.push_client_tag(t, C, 0);
+            p.push_client_tag(t, C, StatementSet::default());
         }
         for t in [b'P', b'B', b'E'] {
-            p.push_client_tag(t, X, 0);
+            p.push_client_tag(t, X, StatementSet::default());
         }
-        p.push_client_tag(b'S', C, 0);
+        p.push_client_tag(b'S', C, StatementSet::default());
         let owners = run(&mut p, b"12DDC12CZ");
         assert_eq!(owners, vec![C, C, C, C, C, X, X, X, C]);
         assert!(p.is_empty());
@@ -806,12 +858,12 @@ mod tests {
     fn error_skips_to_sync() {
         let mut p = Pending::default();
         for t in [b'P', b'B', b'E'] {
-            p.push_client_tag(t, C, 0);
+            p.push_client_tag(t, C, StatementSet::default());
         }
         for t in [b'P', b'B', b'E'] {
-            p.push_client_tag(t, X, 0);
+            p.push_client_tag(t, X, StatementSet::default());
         }
-        p.push_client_tag(b'S', C, 0);
+        p.push_client_tag(b'S', C, StatementSet::default());
         // Parse fails: everything up to Sync is skipped by the server.
         let owners = run(&mut p, b"EZ");
         assert_eq!(owners, vec![C, C]);
@@ -821,19 +873,19 @@ mod tests {
     #[test]
     fn swallowed_statements_of_a_simple_query() {
         let mut p = Pending::default();
-        p.push_client_tag(b'Q', C, 0b10);
+        p.push_client_tag(b'Q', C, [1].into_iter().collect());
         // CREATE TABLE; INSERT INTO history: second CommandComplete swallowed.
         let owners = run(&mut p, &[msg(b'C'), b'N', b'C', b'Z']);
         assert_eq!(owners, vec![C, X, X, C]);
         // A failing first statement: error is the client's.
-        p.push_client_tag(b'Q', C, 0b10);
+        p.push_client_tag(b'Q', C, [1].into_iter().collect());
         assert_eq!(run(&mut p, b"EZ"), vec![C, C]);
     }
 
     #[test]
     fn async_messages_stay_with_the_client() {
         let mut p = Pending::default();
-        p.push_client_tag(b'Q', X, 0);
+        p.push_client_tag(b'Q', X, StatementSet::default());
         assert_eq!(run(&mut p, b"ASNCZ"), vec![C, C, X, X, X]);
         assert_eq!(run(&mut p, b"A"), vec![C]);
     }
@@ -842,7 +894,7 @@ mod tests {
     fn describe_and_pipelines() {
         let mut p = Pending::default();
         for t in *b"PDSPBDES" {
-            p.push_client_tag(t, C, 0);
+            p.push_client_tag(t, C, StatementSet::default());
         }
         run(&mut p, b"1tTZ12TDDCZ");
         assert!(p.is_empty());
@@ -853,21 +905,21 @@ mod tests {
         // tokio-postgres / libpq: Bind, Execute, Sync, CopyData..., CopyDone, Sync.
         let mut p = Pending::default();
         for t in *b"BES" {
-            p.push_client_tag(t, C, 0);
+            p.push_client_tag(t, C, StatementSet::default());
         }
         run(&mut p, b"2G");
         for t in *b"ddcS" {
-            p.push_client_tag(t, C, 0);
+            p.push_client_tag(t, C, StatementSet::default());
         }
         run(&mut p, b"CZ");
         assert!(p.is_empty(), "{p:?}");
 
         // CopyInResponse arrives before the client's Sync is framed: that
         // Sync is ignored too; the one after CopyDone is answered.
-        p.push_client_tag(b'Q', C, 0);
+        p.push_client_tag(b'Q', C, StatementSet::default());
         run(&mut p, b"G");
         for t in *b"dScS" {
-            p.push_client_tag(t, C, 0);
+            p.push_client_tag(t, C, StatementSet::default());
         }
         run(&mut p, b"CZZ");
         assert!(p.is_empty(), "{p:?}");

@@ -19,6 +19,7 @@ use super::stream::Stream;
 use super::upstream::{Connector, UpstreamTarget};
 use super::{session, tls, ProxyContext};
 use crate::config::Config;
+use crate::history::hook::HistoryHooks;
 use crate::protocol::backend::PgError;
 
 /// Why the proxy could not start.
@@ -66,8 +67,14 @@ pub struct Server {
 impl Server {
     /// Binds the listeners. `upstream_url` overrides `config.upstream.url`
     /// (the embedded default passes its own).
+    /// The hooks follow the configuration: DDL history when enabled.
     pub async fn bind(config: Config, upstream_url: &str) -> Result<Self, StartError> {
-        Self::bind_with_hooks(config, upstream_url, Arc::new(NoHooks)).await
+        let hooks: Arc<dyn HookFactory> = if config.history.enabled {
+            Arc::new(HistoryHooks)
+        } else {
+            Arc::new(NoHooks)
+        };
+        Self::bind_with_hooks(config, upstream_url, hooks).await
     }
 
     pub async fn bind_with_hooks(

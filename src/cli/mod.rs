@@ -1,4 +1,7 @@
-//! The `pgbranch` command line.
+//! The `pgbranch` command line: `serve` here, the history commands in
+//! [`history`].
+
+mod history;
 
 use std::path::PathBuf;
 
@@ -25,6 +28,18 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy. Without an upstream, starts a private PostgreSQL.
     Serve(ServeArgs),
+    /// Create or upgrade the pgbranch metadata schema in a database.
+    Init(history::DbArgs),
+    /// List recorded schema changes.
+    Log(history::LogArgs),
+    /// Print an object's definition, now or at a version.
+    Show(history::ShowArgs),
+    /// Unified diff of object definitions between two versions.
+    Diff(history::DiffArgs),
+    /// Report objects changed outside pgbranch (exit status 1 on drift).
+    Drift(history::DbArgs),
+    /// Write recorded changes as numbered .sql migration files.
+    Export(history::ExportArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -49,11 +64,18 @@ pub struct ServeArgs {
     pub pg_bindir: Option<PathBuf>,
 }
 
-/// Entry point of the binary.
-pub fn main() -> Result<()> {
+/// Entry point of the binary. Returns the process exit status.
+pub fn main() -> Result<std::process::ExitCode> {
     let cli = Cli::parse();
+    let ok = std::process::ExitCode::SUCCESS;
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args).map(|()| ok),
+        Command::Init(args) => history::run(history::init(args)),
+        Command::Log(args) => history::run(history::log(args)),
+        Command::Show(args) => history::run(history::show(args)),
+        Command::Diff(args) => history::run(history::diff(args)),
+        Command::Drift(args) => history::run(history::drift(args)),
+        Command::Export(args) => history::run(history::export(args)),
     }
 }
 

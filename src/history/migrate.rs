@@ -1,0 +1,126 @@
+//! The metadata schema and its numbered migrations.
+//!
+//! Everything pgbranch keeps lives in the `pgbranch` schema of each served
+//! database. [`migrate_sql`] builds one `DO` block that brings it to the
+//! latest version: it returns at once when the schema is current (the
+//! common case, one catalog lookup), and otherwise applies each missing
+//! migration exactly once under an advisory lock, so several sessions or
+//! proxies starting together are safe. The block runs in-band as the
+//! connected role, inside that role's transaction (so a DDL statement and
+//! the schema that records it commit together), or from `pgbranch init`.
+//! A role that may not create the schema gets an error saying how to fix
+//! it, and the DDL that needed it does not run.
+
+/// Migration `n` (1-based) is `MIGRATIONS[n - 1]`: SQL files run in order.
+const MIGRATIONS: &[&[&str]] = &[&[
+    include_str!("sql/objects.sql"),
+    include_str!("sql/0001_history.sql"),
+]];
+
+/// Advisory lock key held while migrating ("pgbr").
+const LOCK_KEY: i64 = 0x7067_6272;
+
+/// The latest metadata version this build knows.
+pub fn latest_version() -> usize {
+    MIGRATIONS.len()
+}
+
+/// The dollar-quote tag for migration `n`'s text.
+fn tag(n: usize) -> String {
+    format!("$pgbranch_m{n}$")
+}
+
+/// A `DO` block that creates or upgrades the `pgbranch` schema (built
+/// once per process).
+pub fn migrate_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(build_migrate_sql)
+}
+
+fn build_migrate_sql() -> String {
+    let latest = latest_version();
+    let mut steps = String::new();
+    for (i, files) in MIGRATIONS.iter().enumerate() {
+        let n = i + 1;
+        let t = tag(n);
+        steps.push_str(&format!("    IF v < {n} THEN\n"));
+        for sql in *files {
+            steps.push_str(&format!("        EXECUTE {t}{sql}{t};\n"));
+        }
+        steps.push_str(&format!(
+            "        INSERT INTO pgbranch.migrations (version) VALUES ({n});\n    END IF;\n"
+        ));
+    }
+    format!(
+        r#"DO $pgbranch_migrate$
+DECLARE
+    v integer := 0;
+BEGIN
+    IF pg_catalog.to_regclass('pgbranch.migrations') IS NOT NULL THEN
+        SELECT coalesce(max(version), 0) INTO v FROM pgbranch.migrations;
+        IF v >= {latest} THEN
+            RETURN;
+        END IF;
+    END IF;
+    PERFORM pg_catalog.pg_advisory_xact_lock({LOCK_KEY});
+    IF pg_catalog.to_regclass('pgbranch.migrations') IS NULL THEN
+        IF pg_catalog.to_regnamespace('pgbranch') IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '42P06',
+                MESSAGE = pg_catalog.format('a schema "pgbranch" already exists in database %I but pgbranch did not create it', pg_catalog.current_database()),
+                HINT = 'Rename or drop that schema; pgbranch keeps its history there.';
+        END IF;
+        IF NOT pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE') THEN
+            RAISE EXCEPTION USING ERRCODE = '42501',
+                MESSAGE = pg_catalog.format('pgbranch cannot record this schema change: DDL history is not set up in database %I, and role %I may not create it', pg_catalog.current_database(), current_user),
+                HINT = 'Run "pgbranch init --database-url <url>" once as the database owner (or connect once through the proxy as a role with CREATE on the database). pgbranch refuses DDL it cannot record.';
+        END IF;
+        CREATE SCHEMA pgbranch;
+        CREATE TABLE pgbranch.migrations (
+            version    integer PRIMARY KEY,
+            applied_at timestamptz NOT NULL DEFAULT now(),
+            applied_by name NOT NULL DEFAULT session_user
+        );
+        GRANT USAGE ON SCHEMA pgbranch TO PUBLIC;
+        GRANT SELECT ON pgbranch.migrations TO PUBLIC;
+    ELSE
+        SELECT coalesce(max(version), 0) INTO v FROM pgbranch.migrations;
+        IF v >= {latest} THEN
+            RETURN;
+        END IF;
+        IF NOT pg_catalog.pg_has_role((SELECT nspowner FROM pg_catalog.pg_namespace WHERE nspname = 'pgbranch'), 'USAGE') THEN
+            RAISE EXCEPTION USING ERRCODE = '42501',
+                MESSAGE = pg_catalog.format('pgbranch metadata in database %I is at version %s and this pgbranch needs version {latest}; role %I may not upgrade it', pg_catalog.current_database(), v, current_user),
+                HINT = 'Run "pgbranch init --database-url <url>" as the owner of schema pgbranch.';
+        END IF;
+    END IF;
+{steps}END
+$pgbranch_migrate$"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_texts_do_not_contain_their_quote_tags() {
+        for (i, files) in MIGRATIONS.iter().enumerate() {
+            for sql in *files {
+                assert!(!sql.contains(&tag(i + 1)));
+                assert!(!sql.contains("$pgbranch_migrate$"));
+            }
+        }
+    }
+
+    #[test]
+    fn every_migration_is_applied_once_in_order() {
+        let sql = migrate_sql();
+        for n in 1..=latest_version() {
+            assert_eq!(
+                sql.matches(&format!("VALUES ({n});")).count(),
+                1,
+                "migration {n}"
+            );
+        }
+    }
+}

@@ -1,0 +1,820 @@
+//! DDL history through the proxy, against real PostgreSQL: what is
+//! recorded, atomicity with the client's transaction in both protocols,
+//! statements that cannot run in a transaction block, concurrency, drift,
+//! the SQL commands, and the CLI.
+
+mod common;
+
+use common::*;
+use tokio_postgres::SimpleQueryMessage;
+
+/// One recorded row, as the tests compare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    version: i64,
+    object_type: String,
+    identity: String,
+    action: String,
+    tag: String,
+    statement: String,
+}
+
+/// The recorded history of `main`, version order, read directly.
+async fn history(db: &str) -> Vec<Row> {
+    let direct = connect(&cluster().direct(db)).await;
+    direct
+        .query(
+            "SELECT version, object_type, object_identity, action, command_tag, statement \
+             FROM pgbranch.schema_history WHERE branch = 'main' ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| Row {
+            version: r.get(0),
+            object_type: r.get(1),
+            identity: r.get(2),
+            action: r.get(3),
+            tag: r.get(4),
+            statement: r.get(5),
+        })
+        .collect()
+}
+
+/// Recorded rows other than the baseline.
+async fn changes(db: &str) -> Vec<Row> {
+    history(db)
+        .await
+        .into_iter()
+        .filter(|r| r.action != "baseline")
+        .collect()
+}
+
+async fn proxy() -> TestProxy {
+    start_proxy(test_config()).await
+}
+
+async fn table_exists(db: &str, name: &str) -> bool {
+    let direct = connect(&cluster().direct(db)).await;
+    direct
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn command_counts(msgs: &[SimpleQueryMessage]) -> Vec<u64> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_statement_family_is_recorded_with_type_identity_and_action() {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    // (statement, object type, identity, action, tag)
+    let cases: &[(&str, &str, &str, &str, &str)] = &[
+        ("CREATE TABLE users (id int PRIMARY KEY, name text)", "table", "public.users", "create", "CREATE TABLE"),
+        ("CREATE INDEX users_name_idx ON users (name)", "index", "public.users_name_idx", "create", "CREATE INDEX"),
+        ("CREATE VIEW v AS SELECT id, name FROM users", "view", "public.v", "create", "CREATE VIEW"),
+        ("CREATE MATERIALIZED VIEW mv AS SELECT id FROM users", "materialized view", "public.mv", "create", "SELECT 0"),
+        ("CREATE SEQUENCE s START 10", "sequence", "public.s", "create", "CREATE SEQUENCE"),
+        ("CREATE FUNCTION add(a int, b int) RETURNS int LANGUAGE sql AS 'SELECT a + b'", "function", "public.add(integer,integer)", "create", "CREATE FUNCTION"),
+        ("CREATE PROCEDURE p() LANGUAGE sql AS $$ SELECT 1 $$", "procedure", "public.p()", "create", "CREATE PROCEDURE"),
+        ("CREATE FUNCTION trg_fn() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$", "function", "public.trg_fn()", "create", "CREATE FUNCTION"),
+        ("CREATE TRIGGER trg BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION trg_fn()", "trigger", "trg on public.users", "create", "CREATE TRIGGER"),
+        ("CREATE TYPE mood AS ENUM ('sad', 'happy')", "type", "public.mood", "create", "CREATE TYPE"),
+        ("ALTER TYPE mood ADD VALUE 'ok'", "type", "public.mood", "alter", "ALTER TYPE"),
+        ("CREATE DOMAIN posint AS int CHECK (VALUE > 0)", "domain", "public.posint", "create", "CREATE DOMAIN"),
+        ("CREATE SCHEMA app", "schema", "app", "create", "CREATE SCHEMA"),
+        ("CREATE EXTENSION citext", "extension", "citext", "create", "CREATE EXTENSION"),
+        ("CREATE POLICY pol ON users USING (true)", "policy", "pol on public.users", "create", "CREATE POLICY"),
+        ("CREATE RULE r AS ON UPDATE TO v DO INSTEAD NOTHING", "rule", "r on public.v", "create", "CREATE RULE"),
+        ("COMMENT ON TABLE users IS 'people who log in'", "table", "public.users", "comment", "COMMENT"),
+        ("GRANT SELECT ON users TO pgb_plain", "table", "public.users", "grant", "GRANT"),
+        ("REVOKE SELECT ON users FROM pgb_plain", "table", "public.users", "revoke", "REVOKE"),
+        ("ALTER TABLE users ADD COLUMN email text", "table", "public.users", "alter", "ALTER TABLE"),
+        ("ALTER TABLE users RENAME TO people", "table", "users", "rename", "ALTER TABLE"),
+        ("SELECT * INTO people_copy FROM people", "table", "public.people_copy", "create", "SELECT 0"),
+        ("CREATE TABLE answers AS SELECT 42 AS x", "table", "public.answers", "create", "SELECT 1"),
+        ("DROP VIEW v", "view", "public.v", "drop", "DROP VIEW"),
+        ("DROP FUNCTION add(integer, integer)", "function", "public.add(integer,integer)", "drop", "DROP FUNCTION"),
+    ];
+    for (sql, ..) in cases {
+        c.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    // Not schema changes: not recorded.
+    c.batch_execute(
+        "CREATE TEMP TABLE scratch (x int); INSERT INTO people VALUES (1, 'a'); SELECT 1; \
+         TRUNCATE people_copy; ANALYZE people; REFRESH MATERIALIZED VIEW mv",
+    )
+    .await
+    .unwrap();
+    let rows = changes(&db).await;
+    assert_eq!(rows.len(), cases.len(), "{rows:#?}");
+    for (i, (row, (sql, ty, id, action, tag))) in rows.iter().zip(cases).enumerate() {
+        assert_eq!(row.version, i as i64 + 1);
+        assert_eq!(row.statement, *sql);
+        assert_eq!(
+            (
+                row.object_type.as_str(),
+                row.identity.as_str(),
+                row.action.as_str(),
+                row.tag.as_str()
+            ),
+            (*ty, *id, *action, *tag),
+            "{sql}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn multi_statement_queries_record_each_ddl_and_keep_the_client_responses() {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    let sql = "/* migration 7 */ CREATE TABLE a (x int); INSERT INTO a VALUES (1), (2);\n\
+               CREATE TABLE \"B;\" (y text DEFAULT 'x;y'); SELECT $$;$$ AS s; -- done";
+    let msgs = c.simple_query(sql).await.unwrap();
+    // Exactly what PostgreSQL answers directly.
+    let direct_db = cluster().fresh_db();
+    let direct = connect(&cluster().direct(&direct_db)).await;
+    let expected = direct.simple_query(sql).await.unwrap();
+    assert_eq!(command_counts(&msgs), command_counts(&expected));
+    assert_eq!(command_counts(&msgs), vec![0, 2, 0, 1]);
+    let rows = changes(&db).await;
+    let stmts: Vec<_> = rows.iter().map(|r| r.statement.as_str()).collect();
+    assert_eq!(
+        stmts,
+        [
+            "CREATE TABLE a (x int)",
+            "CREATE TABLE \"B;\" (y text DEFAULT 'x;y')"
+        ]
+    );
+    assert_eq!(rows[1].identity, "public.\"B;\"");
+}
+
+#[tokio::test]
+async fn extended_protocol_ddl_is_recorded() {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    assert_eq!(c.execute("CREATE TABLE e (x int)", &[]).await.unwrap(), 0);
+    let stmt = c.prepare("ALTER TABLE e ADD COLUMN y int").await.unwrap();
+    c.execute(&stmt, &[]).await.unwrap();
+    // Ordinary prepared statements around it are untouched.
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM e WHERE x = $1", &[&1i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // A failing DDL in the extended protocol records nothing.
+    let err = c.execute("CREATE TABLE e (x int)", &[]).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42P07");
+    // In a transaction that rolls back: nothing.
+    let mut c = c;
+    let tx = c.transaction().await.unwrap();
+    tx.execute("CREATE TABLE gone (x int)", &[]).await.unwrap();
+    tx.rollback().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    tx.execute("CREATE TABLE kept (x int)", &[]).await.unwrap();
+    tx.commit().await.unwrap();
+    let rows = changes(&db).await;
+    let got: Vec<_> = rows
+        .iter()
+        .map(|r| (r.action.as_str(), r.identity.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("create", "public.e"),
+            ("alter", "public.e"),
+            ("create", "public.kept")
+        ]
+    );
+    assert!(!table_exists(&db, "gone").await);
+}
+
+#[tokio::test]
+async fn commit_rollback_failure_and_savepoints() {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.batch_execute("BEGIN; CREATE TABLE r1 (x int); ROLLBACK")
+        .await
+        .unwrap();
+    c.batch_execute("BEGIN; CREATE TABLE c1 (x int); COMMIT")
+        .await
+        .unwrap();
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query("CREATE TABLE r2 (x int)").await.unwrap();
+    c.simple_query("ROLLBACK").await.unwrap();
+    // A failing statement: the client gets the server's error, no row.
+    let err = c.simple_query("CREATE TABLE c1 (x int)").await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42P07");
+    // The second statement of an implicit transaction fails: the first
+    // DDL rolls back with it, and so does its row.
+    let err = c
+        .batch_execute("CREATE TABLE r3 (x int); SELECT 1/0")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22012");
+    c.batch_execute(
+        "BEGIN; SAVEPOINT s; CREATE TABLE sp1 (x int); ROLLBACK TO SAVEPOINT s; \
+         CREATE TABLE sp2 (x int); SAVEPOINT t; ALTER TABLE sp2 ADD COLUMN y int; RELEASE SAVEPOINT t; COMMIT",
+    )
+    .await
+    .unwrap();
+    // A transaction that fails later.
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query("CREATE TABLE r4 (x int)").await.unwrap();
+    assert!(c.simple_query("SELECT 1/0").await.is_err());
+    c.simple_query("COMMIT").await.unwrap();
+    let rows = changes(&db).await;
+    let got: Vec<_> = rows
+        .iter()
+        .map(|r| (r.action.as_str(), r.identity.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("create", "public.c1"),
+            ("create", "public.sp2"),
+            ("alter", "public.sp2")
+        ]
+    );
+    for t in ["r1", "r2", "r3", "r4", "sp1"] {
+        assert!(!table_exists(&db, t).await, "{t}");
+    }
+    let versions: Vec<_> = history(&db).await.iter().map(|r| r.version).collect();
+    assert_eq!(versions, [0, 1, 2, 3], "gapless despite the rollbacks");
+}
+
+#[tokio::test]
+async fn concurrently_forms_are_recorded_after_they_succeed() {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE TABLE t (x int, y int)")
+        .await
+        .unwrap();
+    c.simple_query("CREATE INDEX CONCURRENTLY t_x ON t (x)")
+        .await
+        .unwrap();
+    // Extended protocol.
+    c.execute("CREATE INDEX CONCURRENTLY t_y ON t (y)", &[])
+        .await
+        .unwrap();
+    // Failing: nothing recorded.
+    let err = c
+        .simple_query("CREATE INDEX CONCURRENTLY nope ON missing (x)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42P01");
+    // Inside a block the server refuses it: nothing recorded.
+    assert!(c
+        .batch_execute("BEGIN; CREATE INDEX CONCURRENTLY t_z ON t (x); COMMIT")
+        .await
+        .is_err());
+    c.simple_query("ROLLBACK").await.unwrap();
+    c.simple_query("DROP INDEX CONCURRENTLY t_x").await.unwrap();
+    // The session goes on normally.
+    c.simple_query("SELECT 1").await.unwrap();
+    let rows = changes(&db).await;
+    let got: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.action.as_str(),
+                r.object_type.as_str(),
+                r.identity.as_str(),
+                r.tag.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("create", "table", "public.t", "CREATE TABLE"),
+            ("create", "index", "public.t_x", "CREATE INDEX"),
+            ("create", "index", "public.t_y", "CREATE INDEX"),
+            ("drop", "index", "public.t_x", "DROP INDEX"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_ddl_from_many_connections_gets_gapless_versions() {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    // Initialise first so that every connection races on DDL only.
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE TABLE seed (x int)").await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let conn = proxy.conn_str("postgres", &db);
+        tasks.push(tokio::spawn(async move {
+            let c = connect(&conn).await;
+            for j in 0..10 {
+                if j % 2 == 0 {
+                    c.simple_query(&format!("CREATE TABLE c_{i}_{j} (x int)"))
+                        .await
+                        .unwrap();
+                } else {
+                    c.execute(&format!("CREATE TABLE c_{i}_{j} (x int)"), &[])
+                        .await
+                        .unwrap();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rows = history(&db).await;
+    let versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
+    assert_eq!(versions, (0..=81).collect::<Vec<i64>>());
+    let direct = connect(&cluster().direct(&db)).await;
+    let ids: Vec<i64> = direct
+        .query(
+            "SELECT id FROM pgbranch.schema_history ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "global order follows versions"
+    );
+}
+
+#[tokio::test]
+async fn drift_is_detected_and_reported() {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE TABLE tracked (x int)")
+        .await
+        .unwrap();
+    let drift = c.simple_query("SHOW SCHEMA DRIFT").await.unwrap();
+    assert_eq!(command_counts(&drift), [0]);
+    // Changes made around the proxy.
+    cluster().psql_socket(
+        &db,
+        "CREATE TABLE sneaky (x int); ALTER TABLE tracked ADD COLUMN y int",
+    );
+    let drift = c.simple_query("SHOW SCHEMA DRIFT").await.unwrap();
+    let found: Vec<(String, String, String)> = drift
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((
+                r.get(0).unwrap().to_string(),
+                r.get(1).unwrap().to_string(),
+                r.get(2).unwrap().to_string(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "table".to_string(),
+                "public.sneaky".to_string(),
+                "added".to_string()
+            ),
+            (
+                "table".to_string(),
+                "public.tracked".to_string(),
+                "changed".to_string()
+            ),
+        ]
+    );
+    let url = format!("postgres://postgres@127.0.0.1:{}/{db}", cluster().port);
+    let out = std::process::Command::new(PGBRANCH_BIN)
+        .args(["drift", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("added table public.sneaky"), "{text}");
+    // The next change through the proxy first records the drift.
+    c.simple_query("CREATE TABLE later (x int)").await.unwrap();
+    let rows = changes(&db).await;
+    let got: Vec<_> = rows
+        .iter()
+        .map(|r| (r.action.as_str(), r.identity.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("create", "public.tracked"),
+            ("drift", ""),
+            ("create", "public.later")
+        ]
+    );
+    let out = std::process::Command::new(PGBRANCH_BIN)
+        .args(["drift", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[tokio::test]
+async fn show_schema_history_in_both_protocols() {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.batch_execute(
+        "CREATE TABLE h1 (x int); CREATE TABLE h2 (x int); ALTER TABLE h1 ADD COLUMN y int",
+    )
+    .await
+    .unwrap();
+    let rows = c.query("SHOW SCHEMA HISTORY", &[]).await.unwrap();
+    let versions: Vec<i64> = rows.iter().map(|r| r.get("version")).collect();
+    assert_eq!(versions, [3, 2, 1, 0]);
+    let rows = c
+        .query("SHOW SCHEMA HISTORY FOR h1 LIMIT 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].get::<_, String>("statement"),
+        "ALTER TABLE h1 ADD COLUMN y int"
+    );
+    let msgs = c
+        .simple_query("show schema history for public.h1;")
+        .await
+        .unwrap();
+    assert_eq!(command_counts(&msgs), [2]);
+    // Not a history command: the server's own answer.
+    let err = c
+        .simple_query("SHOW SCHEMA HISTORY LIMIT lots")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42601");
+}
+
+#[tokio::test]
+async fn a_role_that_cannot_set_up_history_cannot_change_the_schema_unrecorded() {
+    let db = cluster().fresh_db();
+    cluster().psql_socket(&db, "GRANT CREATE ON SCHEMA public TO pgb_plain");
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("pgb_plain", &db)).await;
+    let err = c
+        .simple_query("CREATE TABLE mine (x int)")
+        .await
+        .unwrap_err();
+    let db_err = err.as_db_error().unwrap();
+    assert_eq!(db_err.code().code(), "42501");
+    assert!(
+        db_err.hint().unwrap().contains("pgbranch init"),
+        "{db_err:?}"
+    );
+    assert!(!table_exists(&db, "mine").await);
+    let err = c
+        .execute("CREATE TABLE mine (x int)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501");
+    // Set up by the owner with the CLI, the same role's DDL is recorded
+    // as that role.
+    let url = format!("postgres://postgres@127.0.0.1:{}/{db}", cluster().port);
+    let out = std::process::Command::new(PGBRANCH_BIN)
+        .args(["init", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    c.simple_query("CREATE TABLE mine (x int)").await.unwrap();
+    let direct = connect(&cluster().direct(&db)).await;
+    let role: String = direct
+        .query_one(
+            "SELECT role::text FROM pgbranch.schema_history WHERE version = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(role, "pgb_plain");
+    // pgb_plain may not read the history unless granted.
+    let err = c.simple_query("SHOW SCHEMA HISTORY").await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501");
+    // ... nor write rows through the recording function's tables.
+    let err = c
+        .simple_query("DELETE FROM pgbranch.schema_history")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501");
+}
+
+#[tokio::test]
+async fn history_off_records_nothing() {
+    let db = cluster().fresh_db();
+    let mut config = test_config();
+    config.history.enabled = false;
+    let proxy = start_proxy(config).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE TABLE t (x int)").await.unwrap();
+    assert!(!table_exists(&db, "pgbranch.schema_history").await);
+}
+
+#[tokio::test]
+async fn baseline_captures_existing_objects() {
+    let db = cluster().fresh_db();
+    cluster().psql_socket(&db, "CREATE TABLE before (x int PRIMARY KEY)");
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("ALTER TABLE before ADD COLUMN y int")
+        .await
+        .unwrap();
+    let direct = connect(&cluster().direct(&db)).await;
+    let defs: Vec<(i64, String)> = direct
+        .query(
+            "SELECT version, definition FROM pgbranch.object_versions \
+             WHERE identity = 'public.before' ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(defs.len(), 2);
+    assert_eq!(defs[0].0, 0);
+    assert!(!defs[0].1.contains(" y "), "{}", defs[0].1);
+    assert!(defs[1].1.contains(" y "), "{}", defs[1].1);
+}
+
+fn pgbranch_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(PGBRANCH_BIN)
+        .args(args)
+        .output()
+        .expect("pgbranch runs")
+}
+
+fn db_url(db: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:{}/{db}", cluster().port)
+}
+
+async fn live_objects(db: &str) -> Vec<(String, String, String)> {
+    let direct = connect(&cluster().direct(db)).await;
+    direct
+        .query(
+            "SELECT object_type, identity, definition FROM pgbranch.schema_objects() ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test]
+async fn cli_log_show_diff_and_export_replay() {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    for sql in [
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)",
+        "ALTER TABLE items ADD COLUMN price numeric(10,2) DEFAULT 0",
+        "CREATE INDEX items_name ON items (name)",
+        "CREATE VIEW cheap AS SELECT id, name FROM items WHERE price < 10",
+        "COMMENT ON TABLE items IS 'what we sell; all of it'",
+        "CREATE FUNCTION total() RETURNS numeric LANGUAGE sql AS $$ SELECT sum(price) FROM items $$",
+    ] {
+        c.simple_query(sql).await.unwrap();
+    }
+    let url = db_url(&db);
+
+    let out = pgbranch_cli(&["log", "--database-url", &url]);
+    assert!(out.status.success(), "{out:?}");
+    let log = String::from_utf8(out.stdout).unwrap();
+    for v in 0..=6 {
+        assert!(log.contains(&format!("version {v} ")), "{log}");
+    }
+    assert!(
+        log.contains("| CREATE INDEX items_name ON items (name)"),
+        "{log}"
+    );
+    let out = pgbranch_cli(&["log", "--database-url", &url, "--object", "public.cheap"]);
+    let log = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(log.matches("version ").count(), 1, "{log}");
+
+    let out = pgbranch_cli(&["show", "items", "--at", "1", "--database-url", &url]);
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(shown.contains("public.items"), "{shown}");
+    assert!(!shown.contains("price"), "{shown}");
+    let out = pgbranch_cli(&["show", "items", "--database-url", &url]);
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(shown.contains("price"), "{shown}");
+    let out = pgbranch_cli(&["show", "nothing", "--database-url", &url]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = pgbranch_cli(&["diff", "--from", "1", "--to", "2", "--database-url", &url]);
+    assert!(out.status.success(), "{out:?}");
+    let diff = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = diff.lines().collect();
+    assert_eq!(lines[0], "--- table public.items (version 1)", "{diff}");
+    assert_eq!(lines[1], "+++ table public.items (version 2)", "{diff}");
+    assert!(lines[2].starts_with("@@ -"), "{diff}");
+    let added: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+        .collect();
+    assert!(
+        added.iter().any(|l| l.contains("price numeric(10,2)")),
+        "{diff}"
+    );
+    let out = pgbranch_cli(&["diff", "--from", "2", "--to", "4", "--database-url", &url]);
+    let diff = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        diff.contains("--- /dev/null\n+++ index public.items_name (version 4)"),
+        "{diff}"
+    );
+    assert!(diff.contains("+++ view public.cheap (version 4)"), "{diff}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let dir_s = dir.path().to_str().unwrap();
+    let out = pgbranch_cli(&[
+        "export",
+        "--from",
+        "1",
+        "--dir",
+        dir_s,
+        "--database-url",
+        &url,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "0001_create_table_public_items.sql",
+            "0002_alter_table_public_items.sql",
+            "0003_create_index_public_items_name.sql",
+            "0004_create_view_public_cheap.sql",
+            "0005_comment_table_public_items.sql",
+            "0006_create_function_public_total.sql",
+        ]
+    );
+    // Replayed on an empty database, the files reproduce the schema.
+    let replay = cluster().fresh_db();
+    for f in &files {
+        let (ok, _, err) = psql(
+            &cluster().direct(&replay),
+            &[
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-f",
+                dir.path().join(f).to_str().unwrap(),
+            ],
+        )
+        .await;
+        assert!(ok, "{f}: {err}");
+    }
+    let out = pgbranch_cli(&["init", "--database-url", &db_url(&replay)]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(live_objects(&replay).await, live_objects(&db).await);
+}
+
+#[tokio::test]
+async fn a_proxy_killed_during_a_ddl_storm_loses_nothing_and_invents_nothing() {
+    let db = cluster().fresh_db();
+    let proxy = ProxyProcess::start(&cluster().tcp_url(), &[], &[]);
+    let conn = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={db}",
+        proxy.port
+    );
+    connect(&conn)
+        .await
+        .simple_query("CREATE TABLE k_seed (x int)")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let conn = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok((c, connection)) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await else {
+                return;
+            };
+            tokio::spawn(connection);
+            for j in 0.. {
+                let r = match j % 3 {
+                    0 => c.simple_query(&format!("CREATE TABLE k_{i}_{j} (x int)")).await.map(|_| ()),
+                    1 => c.execute(&format!("CREATE TABLE k_{i}_{j} (x int)"), &[]).await.map(|_| ()),
+                    _ => c
+                        .batch_execute(&format!(
+                            "BEGIN; CREATE TABLE k_{i}_{j} (x int); CREATE INDEX ON k_{i}_{j} (x); COMMIT"
+                        ))
+                        .await,
+                };
+                if r.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    let direct = connect(&cluster().direct(&db)).await;
+    wait_for("40 recorded CREATE TABLE", || async {
+        direct
+            .query_one(
+                "SELECT count(*) >= 40 FROM pgbranch.schema_history WHERE command_tag = 'CREATE TABLE'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    })
+    .await;
+    let mut proxy = proxy;
+    proxy.child.kill().unwrap(); // SIGKILL
+    proxy.child.wait().unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Backends of the killed sessions end (and roll back) on their own.
+    wait_for("killed sessions to end", || async {
+        direct
+            .query_one(
+                "SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    })
+    .await;
+    let proxy = ProxyProcess::start(&cluster().tcp_url(), &[], &[]);
+    let conn = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={db}",
+        proxy.port
+    );
+    connect(&conn)
+        .await
+        .simple_query("CREATE TABLE k_after (x int)")
+        .await
+        .unwrap();
+
+    let tables: Vec<String> = direct
+        .query(
+            "SELECT 'public.' || relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'k\\_%' \
+             AND relnamespace = 'public'::regnamespace ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let created: Vec<String> = direct
+        .query(
+            "SELECT object_identity FROM pgbranch.schema_history \
+             WHERE action = 'create' AND object_type = 'table' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(tables.len() > 40, "{tables:?}");
+    assert_eq!(
+        created, tables,
+        "exactly one CREATE row per existing table, none for others"
+    );
+    let gapless: bool = direct
+        .query_one(
+            "SELECT array_agg(version ORDER BY version) = array(SELECT generate_series(0, max(version)) FROM pgbranch.schema_history) \
+             FROM pgbranch.schema_history",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(gapless);
+    let drift: i64 = direct
+        .query_one("SELECT count(*) FROM pgbranch.drift('main')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(drift, 0, "the recorded state matches the live schema");
+}
