@@ -818,3 +818,42 @@ async fn a_proxy_killed_during_a_ddl_storm_loses_nothing_and_invents_nothing() {
         .get(0);
     assert_eq!(drift, 0, "the recorded state matches the live schema");
 }
+
+#[tokio::test]
+async fn large_binds_stream_past_the_hook_and_ddl_portals_stay_exact() {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.execute("CREATE TABLE blobs (b text)", &[]).await.unwrap();
+    let big = "x".repeat(3 * 1024 * 1024);
+    let insert = c.prepare("INSERT INTO blobs VALUES ($1)").await.unwrap();
+    c.execute(&insert, &[&big]).await.unwrap();
+    let ddl = c
+        .prepare("ALTER TABLE blobs ADD COLUMN n int")
+        .await
+        .unwrap();
+    c.execute(&insert, &[&big]).await.unwrap();
+    c.execute(&ddl, &[]).await.unwrap();
+    c.execute(&insert, &[&big]).await.unwrap();
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM blobs WHERE length(b) = $1",
+            &[&(big.len() as i32)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    let got: Vec<_> = changes(&db)
+        .await
+        .into_iter()
+        .map(|r| r.statement)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "CREATE TABLE blobs (b text)",
+            "ALTER TABLE blobs ADD COLUMN n int"
+        ]
+    );
+}

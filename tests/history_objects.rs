@@ -437,7 +437,7 @@ async fn definitions_and_fingerprint_change_only_with_the_schema() {
     let formula: String = c
         .query_one(
             "SELECT md5(string_agg(object_type || E'\\x1f' || identity || E'\\x1f' || md5(definition), \
-             E'\\x1e' ORDER BY object_type, identity)) FROM pgbranch.schema_objects()",
+             E'\\x1e' ORDER BY object_type COLLATE \"C\", identity COLLATE \"C\")) FROM pgbranch.schema_objects()",
             &[],
         )
         .await

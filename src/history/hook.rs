@@ -31,7 +31,7 @@ use super::record::{self, Origin};
 use crate::protocol::{backend_tag as bt, frontend_tag as ft, query_message, take_cstr};
 use crate::proxy::hooks::{ClientVerdict, HookFactory, SessionHook, SessionInfo, StatementSet};
 use crate::sql::classify::{classify, may_contain_ddl, Ddl};
-use crate::sql::lexer::split_statements;
+use crate::sql::lexer::Statements;
 
 /// A DDL statement seen from the client.
 #[derive(Debug)]
@@ -57,6 +57,9 @@ pub struct HistoryHook {
     /// Portals bound to a DDL statement.
     portals: HashMap<Vec<u8>, Arc<Captured>>,
     non_tx: NonTx,
+    /// `standard_conforming_strings`, as the server last reported it
+    /// (backslashes in '...' strings matter for splitting statements).
+    standard_strings: bool,
 }
 
 impl HistoryHook {
@@ -69,7 +72,12 @@ impl HistoryHook {
             statements: HashMap::new(),
             portals: HashMap::new(),
             non_tx: NonTx::Idle,
+            standard_strings: true,
         }
+    }
+
+    fn split(&self, sql: &[u8]) -> Vec<std::ops::Range<usize>> {
+        Statements::with_standard_conforming_strings(sql, self.standard_strings).collect()
     }
 
     /// The metadata check that precedes every recorded change. It is sent
@@ -92,7 +100,7 @@ impl HistoryHook {
         if !may_contain_ddl(sql) {
             return ClientVerdict::forward();
         }
-        let ranges = split_statements(sql);
+        let ranges = self.split(sql);
         let ddls: Vec<Option<Ddl>> = ranges
             .iter()
             .map(|r| classify(&sql[r.clone()]).filter(|d| !d.temporary))
@@ -177,7 +185,7 @@ impl HistoryHook {
         }
         if may_contain_ddl(sql) {
             // A prepared statement holds one statement at most.
-            let ranges = split_statements(sql);
+            let ranges = self.split(sql);
             if let [range] = ranges.as_slice() {
                 if let Some(ddl) = classify(&sql[range.clone()]).filter(|d| !d.temporary) {
                     let text = sql[range.clone()].to_vec();
@@ -281,11 +289,17 @@ impl SessionHook for HistoryHook {
     fn wants_server(&self, tag: u8) -> bool {
         matches!(
             tag,
-            bt::COMMAND_COMPLETE | bt::ERROR_RESPONSE | bt::READY_FOR_QUERY
+            bt::COMMAND_COMPLETE | bt::ERROR_RESPONSE | bt::READY_FOR_QUERY | bt::PARAMETER_STATUS
         )
     }
 
     fn on_server_message(&mut self, tag: u8, body: &[u8]) -> Vec<u8> {
+        if tag == bt::PARAMETER_STATUS {
+            if let Some((b"standard_conforming_strings", rest)) = take_cstr(body) {
+                self.standard_strings = take_cstr(rest).is_none_or(|(v, _)| v != b"off");
+            }
+            return Vec::new();
+        }
         match (std::mem::replace(&mut self.non_tx, NonTx::Idle), tag) {
             (NonTx::Idle, _) => Vec::new(),
             (NonTx::Running(c), bt::COMMAND_COMPLETE) => {

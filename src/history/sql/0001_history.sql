@@ -73,7 +73,7 @@ CREATE OR REPLACE FUNCTION pgbranch.schema_fingerprint() RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog AS $fn$
     SELECT md5(coalesce(string_agg(
                o.object_type || E'\x1f' || o.identity || E'\x1f' || md5(coalesce(o.definition, '')),
-               E'\x1e' ORDER BY o.object_type, o.identity), ''))
+               E'\x1e' ORDER BY o.object_type COLLATE "C", o.identity COLLATE "C"), ''))
     FROM pgbranch.schema_objects() o
 $fn$;
 
@@ -81,7 +81,7 @@ CREATE FUNCTION pgbranch.state_fingerprint(p_branch text) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog AS $fn$
     SELECT md5(coalesce(string_agg(
                s.object_type || E'\x1f' || s.identity || E'\x1f' || md5(s.definition),
-               E'\x1e' ORDER BY s.object_type, s.identity), ''))
+               E'\x1e' ORDER BY s.object_type COLLATE "C", s.identity COLLATE "C"), ''))
     FROM pgbranch.object_state s
     WHERE s.branch = p_branch
 $fn$;
