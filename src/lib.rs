@@ -2,13 +2,15 @@
 //! database schema branches, DDL history, time travel and latency metrics.
 //!
 //! Module map: [`protocol`] (wire format, no I/O), [`proxy`] (listener,
-//! sessions, relay, cancel, TLS), [`config`], [`embedded`] (the private
-//! PostgreSQL of `pgbranch serve` without an upstream), [`cli`].
+//! sessions, relay, cancel, TLS), [`sql`] (statement splitting and DDL
+//! classification, no I/O), [`history`] (DDL history), [`config`],
+//! [`embedded`] (the private PostgreSQL of `pgbranch serve` without an
+//! upstream), [`cli`].
 
 pub mod cli;
 pub mod config;
 pub mod embedded;
-pub mod protocol;
 pub mod history;
+pub mod protocol;
 pub mod proxy;
 pub mod sql;
