@@ -55,16 +55,31 @@ fn build_migrate_sql() -> String {
         r#"DO $pgbranch_migrate$
 DECLARE
     v integer := 0;
+    has_schema boolean;
+    has_table boolean;
 BEGIN
-    IF pg_catalog.to_regclass('pgbranch.migrations') IS NOT NULL THEN
-        SELECT coalesce(max(version), 0) INTO v FROM pgbranch.migrations;
+    -- Existence is read with plain queries, not to_regclass(): a name
+    -- lookup that fails leaves a negative catalog-cache entry that waiting
+    -- for the advisory lock does not clear, so a session that queued
+    -- behind the one creating the schema would still not see it.
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = 'pgbranch' AND c.relname = 'migrations')
+    INTO has_table;
+    IF has_table THEN
+        EXECUTE 'SELECT coalesce(max(version), 0) FROM pgbranch.migrations' INTO v;
         IF v >= {latest} THEN
             RETURN;
         END IF;
     END IF;
     PERFORM pg_catalog.pg_advisory_xact_lock({LOCK_KEY});
-    IF pg_catalog.to_regclass('pgbranch.migrations') IS NULL THEN
-        IF pg_catalog.to_regnamespace('pgbranch') IS NOT NULL THEN
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'pgbranch'),
+           EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = 'pgbranch' AND c.relname = 'migrations')
+    INTO has_schema, has_table;
+    IF NOT has_table THEN
+        IF has_schema THEN
             RAISE EXCEPTION USING ERRCODE = '42P06',
                 MESSAGE = pg_catalog.format('a schema "pgbranch" already exists in database %I but pgbranch did not create it', pg_catalog.current_database()),
                 HINT = 'Rename or drop that schema; pgbranch keeps its history there.';
@@ -83,7 +98,7 @@ BEGIN
         GRANT USAGE ON SCHEMA pgbranch TO PUBLIC;
         GRANT SELECT ON pgbranch.migrations TO PUBLIC;
     ELSE
-        SELECT coalesce(max(version), 0) INTO v FROM pgbranch.migrations;
+        EXECUTE 'SELECT coalesce(max(version), 0) FROM pgbranch.migrations' INTO v;
         IF v >= {latest} THEN
             RETURN;
         END IF;

@@ -1,0 +1,166 @@
+//! Setting up the history metadata: the first DDL in a database racing
+//! from many connections, `pgbranch init` racing with itself and being
+//! idempotent, and `pgbranch log --since`.
+
+mod common;
+
+use common::*;
+
+fn pgbranch_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(PGBRANCH_BIN)
+        .args(args)
+        .output()
+        .expect("pgbranch runs")
+}
+
+fn db_url(db: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:{}/{db}", cluster().port)
+}
+
+async fn migrations(db: &str) -> Vec<i32> {
+    let direct = connect(&cluster().direct(db)).await;
+    direct
+        .query(
+            "SELECT version FROM pgbranch.migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn first_ddl_from_many_connections_sets_up_history_once() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(test_config()).await;
+    // Every connection is open before any of them changes the schema.
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(connect(&proxy.conn_str("postgres", &db)).await);
+    }
+    let mut tasks = Vec::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                c.simple_query(&format!("CREATE TABLE first_{i} (x int)"))
+                    .await
+                    .map(|_| ())
+            } else {
+                c.execute(&format!("CREATE TABLE first_{i} (x int)"), &[])
+                    .await
+                    .map(|_| ())
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("every first DDL succeeds");
+    }
+    assert_eq!(migrations(&db).await, [1]);
+    let direct = connect(&cluster().direct(&db)).await;
+    let versions: Vec<i64> = direct
+        .query(
+            "SELECT version FROM pgbranch.schema_history ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, (0..=8).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn init_is_idempotent_and_safe_to_race() {
+    let db = cluster().fresh_db();
+    let url = db_url(&db);
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(PGBRANCH_BIN)
+                .args(["init", "--database-url", &url])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for out in &outputs {
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("is at version 1"), "{text}");
+    }
+    let out = pgbranch_cli(&["init", "--database-url", &url]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(migrations(&db).await, [1]);
+    let direct = connect(&cluster().direct(&db)).await;
+    let baselines: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pgbranch.schema_history WHERE action = 'baseline'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(baselines, 1);
+}
+
+#[tokio::test]
+async fn init_refuses_a_foreign_pgbranch_schema() {
+    let db = cluster().fresh_db();
+    cluster().psql_socket(&db, "CREATE SCHEMA pgbranch");
+    let out = pgbranch_cli(&["init", "--database-url", &db_url(&db)]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already exists"), "{err}");
+}
+
+#[tokio::test]
+async fn log_filters_by_time_and_cli_errors_are_clear() {
+    let db = cluster().fresh_db();
+    let url = db_url(&db);
+    // Without history yet: a clear error, exit status 2.
+    let out = pgbranch_cli(&["log", "--database-url", &url]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pgbranch init"));
+
+    let proxy = start_proxy(test_config()).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE TABLE dated (x int)").await.unwrap();
+    let out = pgbranch_cli(&["log", "--database-url", &url, "--since", "2000-01-01"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("version ")
+            .count(),
+        2
+    );
+    let out = pgbranch_cli(&["log", "--database-url", &url, "--since", "2999-01-01"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let out = pgbranch_cli(&["log", "--database-url", &url, "--limit", "1"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("version ")
+            .count(),
+        1
+    );
+    // A password in the URL never shows up in errors.
+    let out = pgbranch_cli(&[
+        "log",
+        "--database-url",
+        "postgres://u:topsecret@127.0.0.1:1/db",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("topsecret"), "{err}");
+}
