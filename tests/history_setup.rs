@@ -103,15 +103,19 @@ async fn init_is_idempotent_and_safe_to_race() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(migrations(&db).await, [1]);
     let direct = connect(&cluster().direct(&db)).await;
-    let baselines: i64 = direct
-        .query_one(
-            "SELECT count(*) FROM pgbranch.schema_history WHERE action = 'baseline'",
+    let baselines: Vec<(i64, String, String)> = direct
+        .query(
+            "SELECT version, object_type, object_identity FROM pgbranch.schema_history \
+             WHERE action = 'baseline'",
             &[],
         )
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(baselines, 1);
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    // One baseline, at version 0, describing no single object.
+    assert_eq!(baselines, [(0, String::new(), String::new())]);
 }
 
 #[tokio::test]

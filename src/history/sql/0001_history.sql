@@ -136,7 +136,7 @@ BEGIN
     WHERE branch = p_branch AND version = p_version
       -- pg_identify_object calls a domain a type.
       AND object_type = CASE p_object_type WHEN 'domain' THEN 'type' ELSE p_object_type END;
-    IF v_count = 1 THEN
+    IF v_count = 1 AND p_action NOT IN ('baseline', 'drift') THEN
         v_identity := v_one;
     END IF;
 
@@ -167,7 +167,7 @@ BEGIN
         UPDATE pgbranch.branches SET version = version + 1 WHERE name = p_branch
         RETURNING version INTO v_version;
         PERFORM pgbranch.write_version(p_branch, v_version,
-            '-- schema changes made without pgbranch', 'DRIFT', 'schema', '',
+            '-- schema changes made without pgbranch', 'DRIFT', '', '',
             'drift', p_client_addr);
     END IF;
 END
@@ -204,7 +204,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
 BEGIN
     INSERT INTO pgbranch.branches (name) VALUES (p_branch);
     PERFORM pgbranch.write_version(p_branch, 0, '-- baseline', 'BASELINE',
-        'schema', '', 'baseline', NULL);
+        '', '', 'baseline', NULL);
 END
 $fn$;
 
