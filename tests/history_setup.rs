@@ -168,3 +168,51 @@ async fn log_filters_by_time_and_cli_errors_are_clear() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("topsecret"), "{err}");
 }
+
+#[tokio::test]
+async fn two_proxies_share_one_gapless_version_sequence() {
+    let db = cluster().fresh_db();
+    let a = start_proxy(test_config()).await;
+    let b = start_proxy(test_config()).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let conn = if i % 2 == 0 { &a } else { &b }.conn_str("postgres", &db);
+        tasks.push(tokio::spawn(async move {
+            let c = connect(&conn).await;
+            for j in 0..5 {
+                c.simple_query(&format!(
+                    "CREATE TABLE p_{i}_{j} (x int); ALTER TABLE p_{i}_{j} ADD COLUMN y int"
+                ))
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let direct = connect(&cluster().direct(&db)).await;
+    let versions: Vec<i64> = direct
+        .query(
+            "SELECT version FROM pgbranch.schema_history ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, (0..=80).collect::<Vec<i64>>());
+    // Each table's ALTER comes after its CREATE.
+    let misordered: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pgbranch.schema_history c JOIN pgbranch.schema_history a \
+             ON a.object_identity = c.object_identity AND a.action = 'alter' \
+             WHERE c.action = 'create' AND a.version < c.version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(misordered, 0);
+}
