@@ -69,6 +69,7 @@ pub struct Config {
     pub embedded: EmbeddedConfig,
     pub log: LogConfig,
     pub history: HistoryConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -88,6 +89,7 @@ impl Default for Config {
             embedded: EmbeddedConfig::default(),
             log: LogConfig::default(),
             history: HistoryConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -149,6 +151,23 @@ pub struct EmbeddedConfig {
     pub data_dir: Option<PathBuf>,
     /// Directory holding `initdb`, `pg_ctl` and `postgres`.
     pub pg_bindir: Option<PathBuf>,
+}
+
+/// The operations endpoint (`docs/metrics.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and
+    /// `/readyz`; empty = off.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9930".into(),
+        }
+    }
 }
 
 /// DDL history (`docs/history.md`).
@@ -223,7 +242,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Sections of the config file; `PGBRANCH_<SECTION>_<KEY>` targets them.
-const SECTIONS: [&str; 5] = ["upstream", "tls", "embedded", "log", "history"];
+const SECTIONS: [&str; 6] = ["upstream", "tls", "embedded", "log", "history", "metrics"];
 
 /// Overrides from the command line (highest precedence).
 #[derive(Debug, Clone, Default)]
@@ -233,6 +252,7 @@ pub struct Overrides {
     pub unix_socket_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub pg_bindir: Option<PathBuf>,
+    pub metrics_listen: Option<String>,
 }
 
 impl Config {
@@ -289,6 +309,9 @@ impl Config {
         }
         if let Some(d) = &overrides.data_dir {
             config.embedded.data_dir = Some(d.clone());
+        }
+        if let Some(m) = &overrides.metrics_listen {
+            config.metrics.listen = m.clone();
         }
         if let Some(d) = &overrides.pg_bindir {
             config.embedded.pg_bindir = Some(d.clone());

@@ -19,6 +19,7 @@ fn start_embedded(data_dir: &std::path::Path, port: u16) -> (Child, String) {
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("PGBRANCH_UPSTREAM_URL")
+        .env("PGBRANCH_METRICS_LISTEN", "")
         .env("PGBRANCH_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -132,6 +133,7 @@ fn serve_fails(args: &[&str], data_dir: &std::path::Path) -> String {
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("PGBRANCH_UPSTREAM_URL")
+        .env("PGBRANCH_METRICS_LISTEN", "")
         .output()
         .unwrap();
     assert!(!out.status.success());

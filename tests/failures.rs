@@ -609,6 +609,8 @@ async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
         .env_remove("PGBRANCH_CONFIG")
         .env_remove("PGBRANCH_LISTEN")
         .env_remove("PGBRANCH_UPSTREAM_URL")
+        // Tests run in parallel: no fixed metrics port.
+        .env("PGBRANCH_METRICS_LISTEN", "")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     for (k, v) in env {

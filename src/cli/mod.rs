@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Directory with initdb/postgres for the embedded PostgreSQL.
     #[arg(long)]
     pub pg_bindir: Option<PathBuf>,
+    /// Address of the /metrics, /healthz, /readyz endpoint (default
+    /// 127.0.0.1:9930; "" turns it off).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
 }
 
 /// Entry point of the binary. Returns the process exit status.
@@ -118,6 +122,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         unix_socket_dir: args.unix_socket_dir,
         data_dir: args.data_dir,
         pg_bindir: args.pg_bindir,
+        metrics_listen: args.metrics_listen,
     };
     let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
     init_logging(&config);
@@ -196,6 +201,9 @@ fn serve(args: ServeArgs) -> Result<()> {
             );
         } else {
             println!("pgbranch is listening on {addr}");
+        }
+        if let Some(m) = server.metrics_addr() {
+            println!("metrics: http://{m}/metrics (health: /healthz, /readyz)");
         }
         let handle = server.handle();
         tokio::spawn(async move {

@@ -24,6 +24,7 @@ pub struct ProxyContext {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub cancel: Arc<cancel::CancelMap>,
     pub hooks: Arc<dyn hooks::HookFactory>,
+    pub metrics: Arc<crate::metrics::ProxyMetrics>,
     /// Graceful shutdown: stop accepting, close sessions when idle.
     pub shutdown: CancellationToken,
     /// The shutdown timeout passed: close every session now.

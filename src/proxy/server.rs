@@ -20,6 +20,7 @@ use super::upstream::{Connector, UpstreamTarget};
 use super::{session, tls, ProxyContext};
 use crate::config::Config;
 use crate::history::hook::HistoryHooks;
+use crate::metrics::{http, ProxyMetrics, Refusal};
 use crate::protocol::backend::PgError;
 
 /// Why the proxy could not start.
@@ -62,6 +63,8 @@ pub struct Server {
     ctx: Arc<ProxyContext>,
     tcp: TcpListener,
     unix: Option<(UnixListener, PathBuf)>,
+    /// The `/metrics`, `/healthz`, `/readyz` endpoint, when configured.
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -119,16 +122,38 @@ impl Server {
             }
             None => None,
         };
+        let metrics = match config.metrics.listen.as_str() {
+            "" => None,
+            addr => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Listen {
+                        addr: format!("{addr} (metrics.listen)"),
+                        source,
+                    })?,
+            ),
+        };
         let ctx = Arc::new(ProxyContext {
             config,
             connector: Arc::new(connector),
             tls,
             cancel: Arc::new(CancelMap::default()),
             hooks,
+            metrics: ProxyMetrics::new(),
             shutdown: CancellationToken::new(),
             force: CancellationToken::new(),
         });
-        Ok(Self { ctx, tcp, unix })
+        Ok(Self {
+            ctx,
+            tcp,
+            unix,
+            metrics,
+        })
+    }
+
+    /// Address of the metrics endpoint, when it listens.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -156,8 +181,21 @@ impl Server {
     /// Serves until shutdown, then waits for sessions (up to the
     /// configured timeout) and returns.
     pub async fn run(self) {
-        let Server { ctx, tcp, unix } = self;
+        let Server {
+            ctx,
+            tcp,
+            unix,
+            metrics,
+        } = self;
         let tracker = TaskTracker::new();
+        if let Some(listener) = metrics {
+            let endpoint = Arc::new(http::Endpoint {
+                metrics: ctx.metrics.clone(),
+                connector: ctx.connector.clone(),
+            });
+            // Stops with the listener; open probes are not waited for.
+            tokio::spawn(http::serve(listener, endpoint, ctx.shutdown.clone()));
+        }
         let limit = Arc::new(Semaphore::new(ctx.config.max_client_connections));
         let (unix_listener, unix_path) = match unix {
             Some((l, p)) => (Some(l), Some(p)),
@@ -184,7 +222,9 @@ impl Server {
                     continue;
                 }
             };
+            ctx.metrics.connections_accepted.increment(1);
             let Ok(permit) = limit.clone().try_acquire_owned() else {
+                ctx.metrics.refused(Refusal::Limit);
                 tracker.spawn(async move {
                     let e = PgError::fatal("53300", "sorry, too many clients already")
                         .with_hint("raise max_client_connections in the pgbranch configuration");

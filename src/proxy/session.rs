@@ -20,6 +20,7 @@ use super::selection::{self, Selection, DEFAULT_BRANCH};
 use super::stream::Stream;
 use super::ProxyContext;
 use crate::config::ClientTlsMode;
+use crate::metrics::{Refusal, SessionGuard};
 use crate::protocol::backend::{auth, error_is_fatal, sasl_without_plus, BackendKey, PgError};
 use crate::protocol::startup::{
     parse_startup_packet, StartupMessage, StartupPacket, MAX_STARTUP_PACKET,
@@ -78,13 +79,23 @@ pub async fn serve(ctx: Arc<ProxyContext>, client: Stream, peer: String) {
         };
         let est = match handshake {
             Ok(Ok(est)) => est,
+            // Counted where it happened (or not a refusal: a cancel request).
             Ok(Err(HandshakeError::Done)) => return,
-            Ok(Err(HandshakeError::Client(_))) => return,
+            Ok(Err(HandshakeError::Client(e))) => {
+                ctx.metrics.refused(if e.code == "08006" {
+                    Refusal::Upstream
+                } else {
+                    Refusal::Handshake
+                });
+                return;
+            }
             Ok(Err(HandshakeError::Io(e))) => {
+                ctx.metrics.refused(Refusal::Handshake);
                 debug!(error = %e, "connection closed during startup");
                 return;
             }
             Err(_) => {
+                ctx.metrics.refused(Refusal::Handshake);
                 info!(
                     ?timeout,
                     "startup did not finish in time; connection closed"
@@ -92,6 +103,7 @@ pub async fn serve(ctx: Arc<ProxyContext>, client: Stream, peer: String) {
                 return;
             }
         };
+        let _session = SessionGuard::new(ctx.metrics.clone());
         relay(&ctx, est).await;
     }
     .instrument(span)
@@ -194,6 +206,7 @@ async fn handshake(
             // PostgreSQL 17 requires, against cross-protocol attacks.
             if tls.get_ref().1.alpn_protocol() != Some(b"postgresql") {
                 debug!("direct TLS without ALPN postgresql refused");
+                ctx.metrics.refused(Refusal::Handshake);
                 return Err(HandshakeError::Done);
             }
             client = Stream::ClientTls(Box::new(tls));
@@ -328,7 +341,12 @@ async fn connect_and_authenticate(
         span.record("application_name", a.as_str());
     }
 
-    let mut upstream = match ctx.connector.connect().await {
+    let started = std::time::Instant::now();
+    let connected = ctx.connector.connect().await;
+    ctx.metrics
+        .upstream_connect_seconds
+        .record(started.elapsed().as_secs_f64());
+    let mut upstream = match connected {
         Ok(s) => s,
         Err(e) => {
             warn!(upstream = %ctx.connector.target.addr, error = %e, "cannot reach the database server");
@@ -359,6 +377,7 @@ async fn connect_and_authenticate(
                     "pgbranch: the database server closed the connection during startup",
                 );
                 fail(&mut client, &mut to_client, err).await;
+                ctx.metrics.refused(Refusal::Upstream);
                 return Err(HandshakeError::Done);
             }
             Err(e) => return Err(e),
@@ -415,6 +434,7 @@ async fn connect_and_authenticate(
                 client.write_all(&to_client).await?;
                 client.flush().await?;
                 if error_is_fatal(&body) {
+                    ctx.metrics.refused(Refusal::Rejected);
                     return Err(HandshakeError::Done);
                 }
             }
@@ -427,6 +447,9 @@ async fn connect_and_authenticate(
                 put_message(&mut to_client, tag, &body);
                 client.write_all(&to_client).await?;
                 client.flush().await?;
+                ctx.metrics
+                    .auth_seconds
+                    .record(started.elapsed().as_secs_f64());
                 let info = SessionInfo {
                     user,
                     database,

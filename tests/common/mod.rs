@@ -257,6 +257,8 @@ pub struct TestProxy {
     pub handle: ServerHandle,
     pub unix_socket: Option<PathBuf>,
     pub cancel_map: std::sync::Arc<pgbranch::proxy::cancel::CancelMap>,
+    /// The /metrics endpoint, when `metrics.listen` was set.
+    pub metrics_addr: Option<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -282,10 +284,14 @@ impl TestProxy {
 
 /// A config for an in-process test proxy on a random port.
 pub fn test_config() -> Config {
-    Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".into(),
         ..Config::default()
-    }
+    };
+    // Tests run in parallel: no fixed metrics port (tests/metrics.rs sets
+    // one when it needs the endpoint).
+    config.metrics.listen = String::new();
+    config
 }
 
 /// Starts an in-process proxy in front of `upstream_url`.
@@ -313,12 +319,14 @@ pub async fn start_proxy_with_hooks(
     let handle = server.handle();
     let unix_socket = server.unix_socket_path().cloned();
     let cancel_map = server.cancel_map();
+    let metrics_addr = server.metrics_addr();
     let task = tokio::spawn(server.run());
     TestProxy {
         addr,
         handle,
         unix_socket,
         cancel_map,
+        metrics_addr,
         task,
     }
 }
@@ -427,6 +435,7 @@ impl ProxyProcess {
             .arg(format!("127.0.0.1:{port}"))
             .args(extra_args)
             .env("PGBRANCH_LOG", "warn")
+            .env("PGBRANCH_METRICS_LISTEN", "")
             .stdout(std::process::Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);

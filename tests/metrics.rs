@@ -1,0 +1,178 @@
+//! The operations endpoint: /healthz, /readyz following the upstream, and
+//! /metrics counting connections, refusals, sessions and setup times.
+
+mod common;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends one HTTP request and returns (status, body).
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
+}
+
+/// The value of one sample line (`name{labels} value`).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} missing in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Every line is a comment or `name{labels} value` (the text format).
+fn assert_prometheus_text(text: &str) {
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        assert!(value.parse::<f64>().is_ok() || value == "+Inf", "{line}");
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(name.starts_with("pgbranch_"), "{line}");
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "{line}");
+        }
+    }
+}
+
+fn metrics_config() -> pgbranch::config::Config {
+    let mut config = test_config();
+    config.metrics.listen = "127.0.0.1:0".into();
+    config
+}
+
+#[tokio::test]
+async fn metrics_count_connections_refusals_and_sessions() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(metrics_config()).await;
+    let m = proxy.metrics_addr.expect("metrics endpoint listens");
+    assert_eq!(http(m, "GET", "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(http(m, "GET", "/readyz").await, (200, "ready\n".into()));
+
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(connect(&proxy.conn_str("postgres", &db)).await);
+    }
+    // A wrong password: the server refuses the session.
+    let bad = format!(
+        "host=127.0.0.1 port={} user=pgb_scram password=wrong dbname={db}",
+        proxy.port()
+    );
+    assert!(tokio_postgres::connect(&bad, tokio_postgres::NoTls)
+        .await
+        .is_err());
+
+    let (status, text) = http(m, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert_prometheus_text(&text);
+    assert_eq!(sample(&text, "pgbranch_connections_accepted_total"), 4.0);
+    assert_eq!(
+        sample(
+            &text,
+            "pgbranch_connections_refused_total{reason=\"rejected\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "pgbranch_connections_refused_total{reason=\"limit\"}"
+        ),
+        0.0
+    );
+    assert_eq!(sample(&text, "pgbranch_client_sessions"), 3.0);
+    assert_eq!(
+        sample(&text, "pgbranch_upstream_connect_seconds_count"),
+        4.0
+    );
+    assert_eq!(sample(&text, "pgbranch_auth_seconds_count"), 3.0);
+    assert!(
+        text.contains("# TYPE pgbranch_auth_seconds histogram"),
+        "{text}"
+    );
+    assert!(text.contains("pgbranch_build_info{version=\""), "{text}");
+
+    drop(clients);
+    wait_for("sessions to close", || async {
+        let (_, text) = http(m, "GET", "/metrics").await;
+        sample(&text, "pgbranch_client_sessions") == 0.0
+    })
+    .await;
+
+    assert_eq!(http(m, "GET", "/nope").await.0, 404);
+    assert_eq!(http(m, "POST", "/metrics").await.0, 405);
+    let (status, body) = http(m, "HEAD", "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, ""));
+}
+
+#[tokio::test]
+async fn connection_limit_refusals_are_counted() {
+    let db = cluster().fresh_db();
+    let mut config = metrics_config();
+    config.max_client_connections = 1;
+    let proxy = start_proxy(config).await;
+    let m = proxy.metrics_addr.unwrap();
+    let _held = connect(&proxy.conn_str("postgres", &db)).await;
+    let err = tokio_postgres::connect(&proxy.conn_str("postgres", &db), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("over the limit");
+    assert_eq!(err.code().unwrap().code(), "53300");
+    let (_, text) = http(m, "GET", "/metrics").await;
+    assert_eq!(
+        sample(
+            &text,
+            "pgbranch_connections_refused_total{reason=\"limit\"}"
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn readyz_follows_the_upstream() {
+    // A stand-in upstream: readiness means it accepts connections.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    let proxy = start_proxy_to(
+        metrics_config(),
+        &format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+    )
+    .await;
+    let m = proxy.metrics_addr.unwrap();
+    assert_eq!(http(m, "GET", "/readyz").await.0, 200);
+    drop(upstream);
+    let (status, body) = http(m, "GET", "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("does not accept connections"), "{body}");
+    // Liveness does not depend on the upstream.
+    assert_eq!(http(m, "GET", "/healthz").await.0, 200);
+    let _back = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    assert_eq!(http(m, "GET", "/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_busy_metrics_address_is_a_clear_startup_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = test_config();
+    config.metrics.listen = taken.local_addr().unwrap().to_string();
+    let err = pgbranch::proxy::server::Server::bind(config, &cluster().tcp_url())
+        .await
+        .err()
+        .expect("bind fails");
+    assert!(err.to_string().contains("metrics.listen"), "{err}");
+}
