@@ -857,3 +857,504 @@ async fn large_binds_stream_past_the_hook_and_ddl_portals_stay_exact() {
         ]
     );
 }
+
+/// A libpq connection string straight to the server as `user`.
+fn direct_as(user: &str, db: &str) -> String {
+    format!(
+        "host=127.0.0.1 port={} user={user} dbname={db}",
+        cluster().port
+    )
+}
+
+#[tokio::test]
+async fn recording_functions_cannot_be_hijacked_through_pg_temp() {
+    // pgbranch set up by a superuser: its SECURITY DEFINER functions run
+    // as that superuser. A role that may only connect and create
+    // temporary objects must not get them to run its code.
+    let db = cluster().fresh_db();
+    let out = pgbranch_cli(&["init", "--database-url", &db_url(&db)]);
+    assert!(out.status.success(), "{out:?}");
+    cluster().psql_socket(
+        &db,
+        "CREATE TABLE owner_only (who text); REVOKE ALL ON owner_only FROM PUBLIC",
+    );
+    let plain = connect(&direct_as("pgb_plain", &db)).await;
+    plain
+        .batch_execute(
+            "CREATE FUNCTION pg_temp.evil() RETURNS boolean LANGUAGE plpgsql AS \
+             $$BEGIN INSERT INTO public.owner_only VALUES (current_user); RETURN true; END$$; \
+             CREATE TEMP VIEW pg_depend AS \
+             SELECT d.* FROM pg_catalog.pg_depend d WHERE pg_temp.evil(); \
+             CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.evil())",
+        )
+        .await
+        .unwrap();
+    for call in [
+        "SELECT pgbranch.ddl_begin('main', 'x')",
+        "SELECT pgbranch.record_ddl('main', 'x', 'CREATE TABLE', 'table', 'x', 'create', 'x')",
+        "SELECT * FROM pgbranch.drift('main')",
+        "SELECT pgbranch.schema_fingerprint()",
+    ] {
+        // Whatever the outcome (pgb_plain may not read object_state), the
+        // temporary objects must not have been used.
+        let _ = plain.batch_execute(call).await;
+    }
+    let who = cluster().psql_socket(&db, "SELECT count(*) FROM owner_only");
+    assert_eq!(who.trim(), "0", "pgb_plain's code ran as the owner");
+    // Every function of the metadata schema pins its search_path so.
+    let unpinned = cluster().psql_socket(
+        &db,
+        "SELECT string_agg(p.proname, ', ') FROM pg_proc p \
+         WHERE p.pronamespace = 'pgbranch'::regnamespace \
+           AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)",
+    );
+    assert_eq!(unpinned.trim(), "", "functions without a safe search_path");
+}
+
+/// Frames for the extended-protocol run of `sql` on the unnamed statement
+/// and portal (Parse, Bind, Execute), without Sync.
+fn extended(sql: &str) -> Vec<u8> {
+    use pgbranch::protocol::put_message;
+    let mut out = Vec::new();
+    let mut parse = vec![0];
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(&[0, 0, 0]);
+    put_message(&mut out, b'P', &parse);
+    put_message(&mut out, b'B', &[0, 0, 0, 0, 0, 0, 0, 0]);
+    put_message(&mut out, b'E', &[0, 0, 0, 0, 0]);
+    out
+}
+
+const SYNC: &[u8] = &[b'S', 0, 0, 0, 4];
+
+/// A raw connection through `proxy` to `db` as postgres.
+async fn raw(proxy: &TestProxy, db: &str) -> RawConn {
+    RawConn::connect(
+        proxy.port(),
+        &[("user", b"postgres"), ("database", db.as_bytes())],
+    )
+    .await
+    .0
+}
+
+/// Message tags of `msgs`, as a string.
+fn tags(msgs: &[Msg]) -> String {
+    msgs.iter().map(|m| m.0 as char).collect()
+}
+
+#[tokio::test]
+async fn a_concurrent_index_behind_a_pipelined_error_is_recorded() {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE TABLE t (x int)").await.unwrap();
+    let mut r = raw(&proxy, &db).await;
+    let mut bytes = pgbranch::protocol::query_message("SELECT 1/0");
+    bytes.extend(pgbranch::protocol::query_message(
+        "CREATE INDEX CONCURRENTLY t_x ON t (x)",
+    ));
+    r.send(&bytes).await;
+    assert_eq!(tags(&r.until_ready_allow_errors().await), "EZ");
+    assert_eq!(tags(&r.until_ready().await), "CZ");
+    r.send(&pgbranch::protocol::query_message("SELECT 1")).await;
+    assert_eq!(tags(&r.until_ready().await), "TDCZ");
+    let got: Vec<_> = changes(&db)
+        .await
+        .into_iter()
+        .map(|r| r.statement)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "CREATE TABLE t (x int)",
+            "CREATE INDEX CONCURRENTLY t_x ON t (x)"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_concurrent_index_behind_a_pipelined_index_is_not_recorded() {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE TABLE t (x int)").await.unwrap();
+    let mut r = raw(&proxy, &db).await;
+    // The first statement's CommandComplete says CREATE INDEX too.
+    let mut bytes = pgbranch::protocol::query_message("CREATE INDEX t_x ON t (x)");
+    bytes.extend(pgbranch::protocol::query_message(
+        "CREATE INDEX CONCURRENTLY nope ON missing (x)",
+    ));
+    r.send(&bytes).await;
+    assert_eq!(tags(&r.until_ready().await), "CZ");
+    assert_eq!(tags(&r.until_ready_allow_errors().await), "EZ");
+    r.send(&pgbranch::protocol::query_message("SELECT 1")).await;
+    assert_eq!(tags(&r.until_ready().await), "TDCZ");
+    let got: Vec<_> = changes(&db)
+        .await
+        .into_iter()
+        .map(|r| r.statement)
+        .collect();
+    assert_eq!(
+        got,
+        ["CREATE TABLE t (x int)", "CREATE INDEX t_x ON t (x)"],
+        "no row for the index that failed"
+    );
+}
+
+#[tokio::test]
+async fn a_concurrent_index_is_recorded_before_pipelined_statements_run() {
+    // The client sends a BEGIN right behind the index (simple and extended
+    // protocol), then rolls that transaction back: the record must not
+    // have joined it.
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE TABLE t (x int, y int)")
+        .await
+        .unwrap();
+    let mut r = raw(&proxy, &db).await;
+    let mut bytes = pgbranch::protocol::query_message("CREATE INDEX CONCURRENTLY t_x ON t (x)");
+    bytes.extend(pgbranch::protocol::query_message("BEGIN"));
+    r.send(&bytes).await;
+    assert_eq!(tags(&r.until_ready().await), "CZ");
+    assert_eq!(tags(&r.until_ready().await), "CZ");
+    r.send(&pgbranch::protocol::query_message("ROLLBACK")).await;
+    assert_eq!(tags(&r.until_ready().await), "CZ");
+
+    let mut bytes = extended("CREATE INDEX CONCURRENTLY t_y ON t (y)");
+    bytes.extend_from_slice(SYNC);
+    bytes.extend(extended("BEGIN"));
+    bytes.extend_from_slice(SYNC);
+    r.send(&bytes).await;
+    assert_eq!(tags(&r.until_ready().await), "12CZ");
+    assert_eq!(tags(&r.until_ready().await), "12CZ");
+    r.send(&pgbranch::protocol::query_message("ROLLBACK")).await;
+    assert_eq!(tags(&r.until_ready().await), "CZ");
+
+    let got: Vec<_> = changes(&db)
+        .await
+        .into_iter()
+        .map(|r| r.statement)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "CREATE TABLE t (x int, y int)",
+            "CREATE INDEX CONCURRENTLY t_x ON t (x)",
+            "CREATE INDEX CONCURRENTLY t_y ON t (y)"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_concurrent_index_that_cannot_be_recorded_warns_without_breaking_the_session() {
+    // History is not set up and pgb_plain may not set it up: the index
+    // (which cannot be refused in advance: it runs alone) is built, and
+    // the failed record must not reach the client as an ErrorResponse it
+    // never asked for.
+    let db = cluster().fresh_db();
+    cluster().psql_socket(
+        &db,
+        "CREATE TABLE t (x int, y int); ALTER TABLE t OWNER TO pgb_plain; \
+         GRANT CREATE ON SCHEMA public TO pgb_plain",
+    );
+    let proxy = proxy().await;
+    let (c, mut messages) = connect_with_messages(&proxy.conn_str("pgb_plain", &db)).await;
+    c.simple_query("CREATE INDEX CONCURRENTLY t_x ON t (x)")
+        .await
+        .unwrap();
+    c.execute("CREATE INDEX CONCURRENTLY t_y ON t (y)", &[])
+        .await
+        .unwrap();
+    let rows = c.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(command_counts(&rows), [1]);
+    let mut warnings = 0;
+    while let Ok(m) = messages.try_recv() {
+        if let tokio_postgres::AsyncMessage::Notice(n) = m {
+            assert_eq!(n.severity(), "WARNING");
+            assert!(n.message().contains("could not record"), "{n:?}");
+            warnings += 1;
+        }
+    }
+    assert_eq!(warnings, 2);
+    assert!(table_exists(&db, "t_x").await && table_exists(&db, "t_y").await);
+}
+
+#[tokio::test]
+async fn ddl_committed_before_a_refused_concurrent_index_in_the_same_query_is_recorded() {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    // The server refuses the index (a multi-statement Query is a
+    // transaction block), but the COMMIT has committed the table.
+    let err = c
+        .batch_execute("CREATE TABLE a (x int); COMMIT; CREATE INDEX CONCURRENTLY a_x ON a (x)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "25001");
+    assert!(table_exists(&db, "a").await);
+    let got: Vec<_> = changes(&db)
+        .await
+        .into_iter()
+        .map(|r| r.statement)
+        .collect();
+    assert_eq!(got, ["CREATE TABLE a (x int)"]);
+}
+
+#[tokio::test]
+async fn an_unterminated_statement_is_not_completed_by_the_injected_record() {
+    // PostgreSQL alone rejects this Query (the string never ends). Spliced
+    // before the record, the echo of the statement inside it would close
+    // the string, and the rest of the line is a comment: the table would
+    // be created and the record never run.
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE TABLE seen (x int)").await.unwrap();
+    for sql in [
+        "CREATE TABLE sneaky (x text DEFAULT ')-- ",
+        "CREATE TABLE sneaky (x text DEFAULT $$)-- ",
+        "CREATE TABLE sneaky (x int /* ",
+    ] {
+        let err = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(err.code().unwrap().code(), "42601", "{sql}: {err}");
+    }
+    assert!(!table_exists(&db, "sneaky").await);
+    let got: Vec<_> = changes(&db)
+        .await
+        .into_iter()
+        .map(|r| r.statement)
+        .collect();
+    assert_eq!(got, ["CREATE TABLE seen (x int)"]);
+}
+
+/// The error a Query gets, as (SQLSTATE, position).
+async fn query_error(c: &tokio_postgres::Client, sql: &str) -> (String, Option<u32>) {
+    let err = c.simple_query(sql).await.unwrap_err();
+    let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
+    let position = match db.position() {
+        Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(*p),
+        _ => None,
+    };
+    (db.code().code().to_string(), position)
+}
+
+#[tokio::test]
+async fn error_positions_point_into_the_query_the_client_sent() {
+    let db = cluster().fresh_db();
+    let direct_db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    let direct = connect(&cluster().direct(&direct_db)).await;
+    for sql in [
+        "CREATE TABLE t (x nosuchtype)",
+        "CREATE TABLE t (x int,)",
+        "SELECT 1; CREATE TABLE a (x int); SELECT nocol FROM a",
+        "CREATE TABLE b (x int); ALTER TABLE b ADD COLUMN y nosuchtype",
+        "CREATE TABLE c (x int); SELEC 1",
+        "CREATE TABLE \"é€\" (x int); CREATE TABLE \"ü\" (y int); SELECT nocol FROM \"ü\"",
+        "CREATE TABLE \"ö\" (x int); CREATE TABLE e (y nosuchtype)",
+        "CREATE TABLE \"ø\" (x int); SELECT 1; SELEC 1",
+    ] {
+        let got = query_error(&c, sql).await;
+        let want = query_error(&direct, sql).await;
+        assert!(want.1.is_some(), "{sql}: {want:?}");
+        assert_eq!(got, want, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn transactions_that_end_inside_one_query_are_each_set_up_and_locked() {
+    // A migration file sent as one Query: the first transaction rolls
+    // back, and with it the metadata schema its DDL created.
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.batch_execute(
+        "BEGIN; CREATE TABLE a (x int); ROLLBACK; \
+         BEGIN; CREATE TABLE b (x int); SAVEPOINT s; CREATE TABLE c (x int); \
+         ROLLBACK TO SAVEPOINT s; CREATE TABLE d (x int); COMMIT",
+    )
+    .await
+    .unwrap();
+    let got: Vec<_> = changes(&db)
+        .await
+        .into_iter()
+        .map(|r| r.statement)
+        .collect();
+    assert_eq!(got, ["CREATE TABLE b (x int)", "CREATE TABLE d (x int)"]);
+}
+
+/// Sends `script` (raw frames, then CopyData/CopyDone when `copy` is
+/// given) through the proxy and straight to the server, each to its own
+/// fresh database, and returns the message tags each side answered with.
+async fn both_ways(proxy: &TestProxy, script: &[u8], copy: Option<&[u8]>) -> (String, String) {
+    let mut out = Vec::new();
+    for port in [proxy.port(), cluster().port] {
+        let db = cluster().fresh_db();
+        let mut r = RawConn::connect(port, &[("user", b"postgres"), ("database", db.as_bytes())])
+            .await
+            .0;
+        r.send(script).await;
+        let mut msgs = Vec::new();
+        loop {
+            let m = r.recv().await;
+            if m.0 == b'G' {
+                if let Some(data) = copy {
+                    let mut frames = Vec::new();
+                    pgbranch::protocol::put_message(&mut frames, b'd', data);
+                    pgbranch::protocol::put_message(&mut frames, b'c', &[]);
+                    r.send(&frames).await;
+                }
+            }
+            let done = m.0 == b'Z';
+            msgs.push(m);
+            if done {
+                break;
+            }
+        }
+        out.push(tags(&msgs));
+    }
+    (out.remove(0), out.remove(0))
+}
+
+#[tokio::test]
+async fn copy_and_empty_statements_around_ddl_answer_as_postgres_does() {
+    let proxy = proxy().await;
+    for sql in [
+        "CREATE TABLE cp (x int); COPY cp FROM STDIN; SELECT count(*) FROM cp",
+        "CREATE TABLE co AS SELECT 1 AS x; COPY co TO STDOUT; CREATE INDEX ON co (x)",
+        ";; CREATE TABLE e (x int);; /* c */ ; SELECT 1;",
+        "/* only */ -- comments\n",
+        "CREATE TABLE f (x int); SELECT 1/0; CREATE TABLE g (x int)",
+    ] {
+        let script = pgbranch::protocol::query_message(sql);
+        let (got, want) = both_ways(&proxy, &script, Some(b"1\n2\n")).await;
+        assert_eq!(got, want, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn pipelined_extended_ddl_with_errors_answers_as_postgres_does() {
+    let proxy = proxy().await;
+    let q = pgbranch::protocol::query_message;
+    let cases: Vec<Vec<u8>> = vec![
+        // DDL, then an error in the same batch, then DDL in the next.
+        [
+            extended("CREATE TABLE a (x int)"),
+            extended("SELECT 1/0"),
+            SYNC.to_vec(),
+            extended("CREATE TABLE b (x int)"),
+            SYNC.to_vec(),
+        ]
+        .concat(),
+        // A failing DDL, then more behind it.
+        [
+            extended("CREATE TABLE c (x nosuchtype)"),
+            extended("CREATE TABLE d (x int)"),
+            SYNC.to_vec(),
+            q("SELECT 1"),
+        ]
+        .concat(),
+        // DDL in an aborted transaction block, in both protocols.
+        [
+            q("BEGIN"),
+            q("SELECT 1/0"),
+            extended("CREATE TABLE e (x int)"),
+            SYNC.to_vec(),
+            q("CREATE TABLE f (x int)"),
+            q("ROLLBACK"),
+        ]
+        .concat(),
+        // A concurrent index behind a failed batch: skipped with it.
+        [
+            extended("SELECT 1/0"),
+            extended("CREATE INDEX CONCURRENTLY nope ON nothing (x)"),
+            SYNC.to_vec(),
+            q("SELECT 1"),
+        ]
+        .concat(),
+    ];
+    for script in cases {
+        // Count the ReadyForQuery messages to expect.
+        let mut readies = 0;
+        let mut at = 0;
+        while at < script.len() {
+            if matches!(script[at], b'S' | b'Q') {
+                readies += 1;
+            }
+            at += 1 + pgbranch::protocol::read_u32(&script, at + 1) as usize;
+        }
+        let mut got = Vec::new();
+        for port in [proxy.port(), cluster().port] {
+            let db = cluster().fresh_db();
+            let mut r =
+                RawConn::connect(port, &[("user", b"postgres"), ("database", db.as_bytes())])
+                    .await
+                    .0;
+            r.send(&script).await;
+            let mut all = String::new();
+            for _ in 0..readies {
+                all.push_str(&tags(&r.until_ready_allow_errors().await));
+            }
+            got.push(all);
+        }
+        assert_eq!(got[0], got[1], "{script:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_huge_error_streams_through_the_history_hook() {
+    // The hook reads errors, but a client can make one as large as it
+    // likes: the proxy must not hold it whole.
+    let db = cluster().fresh_db();
+    let url = cluster().tcp_url();
+    let proxy = tokio::task::spawn_blocking(move || ProxyProcess::start(&url, &[], &[]))
+        .await
+        .unwrap();
+    let mut r = RawConn::connect(
+        proxy.port,
+        &[("user", b"postgres"), ("database", db.as_bytes())],
+    )
+    .await
+    .0;
+    r.send(&pgbranch::protocol::query_message(
+        "SELECT repeat('x', 150000000)::int",
+    ))
+    .await;
+    let msgs = r.until_ready_allow_errors().await;
+    assert_eq!(tags(&msgs), "EZ");
+    assert!(msgs[0].1.len() > 150_000_000);
+    let (_, hwm) = rss_kib(proxy.pid());
+    assert!(hwm < 100 * 1024, "proxy peak RSS {hwm} KiB");
+    // The session goes on.
+    r.send(&pgbranch::protocol::query_message(
+        "CREATE TABLE after_error (x int)",
+    ))
+    .await;
+    assert_eq!(tags(&r.until_ready().await), "CZ");
+}
+
+#[tokio::test]
+async fn a_statement_behind_a_history_command_is_not_swallowed_into_its_object_name() {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE TABLE h (x int)").await.unwrap();
+    // Not a history command (the commands stand alone): the server's own
+    // answer, and certainly not a silently dropped second statement.
+    let err = c
+        .simple_query("SHOW SCHEMA HISTORY FOR h; CREATE TABLE behind (x int)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42601");
+    // A quoted name may hold a semicolon.
+    c.simple_query("CREATE TABLE \"a;b\" (x int)")
+        .await
+        .unwrap();
+    let msgs = c
+        .simple_query("SHOW SCHEMA HISTORY FOR \"a;b\";")
+        .await
+        .unwrap();
+    assert_eq!(command_counts(&msgs), [1]);
+}

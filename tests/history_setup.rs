@@ -216,3 +216,57 @@ async fn two_proxies_share_one_gapless_version_sequence() {
         .get(0);
     assert_eq!(misordered, 0);
 }
+
+#[tokio::test]
+async fn a_pgbranch_schema_owned_by_an_untrusted_role_is_never_run() {
+    let db = cluster().fresh_db();
+    cluster().psql_socket(
+        &db,
+        &format!(
+            "GRANT CREATE ON DATABASE {db} TO pgb_plain; \
+             CREATE TABLE public.trap_log (who name); GRANT INSERT ON public.trap_log TO PUBLIC"
+        ),
+    );
+    let proxy = start_proxy(test_config()).await;
+    // Through the proxy, pgb_plain (neither superuser nor database owner)
+    // may not set history up, so its schema change is refused.
+    let plain = connect(&proxy.conn_str("pgb_plain", &db)).await;
+    let err = plain.simple_query("CREATE SCHEMA mine").await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501");
+    // Directly, it prepares a trap for whoever changes the schema next.
+    let direct_plain = connect(&format!(
+        "host=127.0.0.1 port={} user=pgb_plain dbname={db}",
+        cluster().port
+    ))
+    .await;
+    direct_plain
+        .batch_execute(
+            "CREATE SCHEMA pgbranch; \
+             CREATE FUNCTION pgbranch.trap() RETURNS int LANGUAGE sql \
+               AS $$ INSERT INTO public.trap_log VALUES (current_user) RETURNING 1000 $$; \
+             CREATE VIEW pgbranch.migrations AS SELECT pgbranch.trap() AS version; \
+             CREATE FUNCTION pgbranch.ddl_begin(text, text) RETURNS void LANGUAGE sql \
+               AS $$ INSERT INTO public.trap_log VALUES (current_user) $$",
+        )
+        .await
+        .unwrap();
+    // A superuser changing the schema through the proxy is refused, and
+    // none of pgb_plain's code ran as the superuser.
+    let su = connect(&proxy.conn_str("postgres", &db)).await;
+    let err = su.simple_query("CREATE TABLE t (x int)").await.unwrap_err();
+    let e = err.as_db_error().unwrap();
+    assert_eq!(e.code().code(), "42501");
+    assert!(e.message().contains("pgb_plain"), "{e:?}");
+    let err = su.execute("CREATE TABLE t (x int)", &[]).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501");
+    let direct = connect(&cluster().direct(&db)).await;
+    let ran: i64 = direct
+        .query_one("SELECT count(*) FROM public.trap_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ran, 0);
+    let out = pgbranch_cli(&["init", "--database-url", &db_url(&db)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither a superuser"));
+}

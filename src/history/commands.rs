@@ -81,6 +81,16 @@ pub fn parse(sql: &[u8]) -> Option<Command> {
     }
     let text = std::str::from_utf8(sql).ok()?.trim();
     let text = text.strip_suffix(';').unwrap_or(text).trim_end();
+    // One statement only: a `;` outside a quoted name ends it, and what
+    // follows must not become part of an object name.
+    let mut quoted = false;
+    for b in text.bytes() {
+        match b {
+            b'"' => quoted = !quoted,
+            b';' if !quoted => return None,
+            _ => {}
+        }
+    }
     let w = words(text);
     let is = |i: usize, k: &str| w.get(i).is_some_and(|x| x.eq_ignore_ascii_case(k));
     if !(is(0, "show") && is(1, "schema")) {
@@ -183,6 +193,14 @@ mod tests {
         assert_eq!(parse(b"SHOW SCHEMA HISTORY FOR"), None);
         assert_eq!(parse(b"SHOW SCHEMA DRIFT now"), None);
         assert_eq!(parse(b"SELECT 1"), None);
+        assert_eq!(parse(b"SHOW SCHEMA HISTORY FOR a; DROP TABLE b"), None);
+        assert_eq!(
+            parse(b"SHOW SCHEMA HISTORY FOR \"a;b\";"),
+            Some(Command::History {
+                object: Some("a;b".into()),
+                limit: None
+            })
+        );
     }
 
     #[test]

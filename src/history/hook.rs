@@ -14,13 +14,22 @@
 //! Parse/Bind/Execute/Close before and after it, before the client's Sync.
 //!
 //! Statements that cannot run in a transaction block (`CREATE INDEX
-//! CONCURRENTLY` ...) are sent alone, untouched; once the server reports
-//! their CommandComplete and ReadyForQuery, the record is sent as a Query
-//! of its own.
+//! CONCURRENTLY` ...) are sent untouched and alone (`ClientVerdict::alone`):
+//! the relay holds back whatever the client sent after them until their
+//! responses are in, so that only their own responses decide, and the
+//! record runs right after them, before any later statement (which could
+//! open a transaction block the record must not join). A simple Query is
+//! recorded by a Query of its own after its ReadyForQuery; an Execute,
+//! followed by a Flush so that its result arrives before the client's
+//! Sync, by Parse/Bind/Execute and a Sync of the proxy's own after its
+//! CommandComplete (the statement has committed by then).
 //!
 //! Errors of injected statements reach the client (a DDL that cannot be
-//! recorded fails, and says why); everything else they produce is
-//! swallowed.
+//! recorded fails, and says why), except those of a record sent after the
+//! statement already succeeded: the client was told so, and an
+//! ErrorResponse it did not ask for would break its protocol state; those
+//! reach it as a WARNING notice. Everything else injected statements
+//! produce is swallowed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,9 +38,12 @@ use super::commands;
 use super::migrate::migrate_sql;
 use super::record::{self, Origin};
 use crate::protocol::{backend_tag as bt, frontend_tag as ft, query_message, take_cstr};
-use crate::proxy::hooks::{ClientVerdict, HookFactory, SessionHook, SessionInfo, StatementSet};
+use crate::proxy::hooks::{
+    ClientVerdict, HookFactory, Injected, PositionMap, SessionHook, SessionInfo, StatementSet,
+};
 use crate::sql::classify::{classify, may_contain_ddl, Ddl};
 use crate::sql::lexer::Statements;
+use tracing::warn;
 
 /// A DDL statement seen from the client.
 #[derive(Debug)]
@@ -40,13 +52,15 @@ struct Captured {
     ddl: Ddl,
 }
 
-/// A statement that cannot run in a transaction block, waiting for its
-/// result.
+/// A statement that cannot run in a transaction block, sent alone and
+/// waiting for its result.
 #[derive(Debug)]
-enum NonTx {
-    Idle,
-    Running(Captured),
-    Succeeded(Captured),
+struct NonTx {
+    captured: Captured,
+    /// Sent as an Execute (else as a simple Query).
+    extended: bool,
+    /// Its CommandComplete arrived.
+    succeeded: bool,
 }
 
 /// Records the DDL of one session.
@@ -56,10 +70,17 @@ pub struct HistoryHook {
     statements: HashMap<Vec<u8>, Arc<Captured>>,
     /// Portals bound to a DDL statement.
     portals: HashMap<Vec<u8>, Arc<Captured>>,
-    non_tx: NonTx,
+    non_tx: Option<NonTx>,
+    /// Records sent after a statement that ran alone whose ReadyForQuery
+    /// has not arrived yet: their errors are reported as warnings.
+    late_records: usize,
     /// `standard_conforming_strings`, as the server last reported it
     /// (backslashes in '...' strings matter for splitting statements).
     standard_strings: bool,
+    /// How the server counts the characters of a Query: `client_encoding`
+    /// as the server last reported it (`None`: not since the session
+    /// started).
+    charset: Option<Charset>,
 }
 
 impl HistoryHook {
@@ -71,8 +92,10 @@ impl HistoryHook {
             },
             statements: HashMap::new(),
             portals: HashMap::new(),
-            non_tx: NonTx::Idle,
+            non_tx: None,
+            late_records: 0,
             standard_strings: true,
+            charset: None,
         }
     }
 
@@ -92,8 +115,10 @@ impl HistoryHook {
     fn on_query(&mut self, body: &[u8]) -> ClientVerdict {
         let sql = take_cstr(body).map_or(body, |(s, _)| s);
         if let Some(rewritten) = commands::rewrite(sql, &self.origin.branch) {
+            // The text is all the proxy's: positions point at its start.
             return ClientVerdict {
                 replace: Some(query_message(&rewritten)),
+                positions: Some(Arc::new(all_ours())),
                 ..ClientVerdict::default()
             };
         }
@@ -108,56 +133,111 @@ impl HistoryHook {
         if ddls.iter().all(Option::is_none) {
             return ClientVerdict::forward();
         }
-        if ddls.iter().flatten().any(|d| d.non_transactional) {
-            // Alone it runs outside a transaction and is recorded after it
-            // succeeds; with other statements the server refuses it.
-            if ranges.len() == 1 {
-                let ddl = ddls.into_iter().flatten().next().expect("one DDL");
-                self.non_tx = NonTx::Running(Captured {
-                    text: sql[ranges[0].clone()].to_vec(),
-                    ddl,
+        if let [Some(ddl)] = ddls.as_slice() {
+            if ddl.non_transactional {
+                // Alone it runs outside a transaction and is recorded
+                // after it succeeds.
+                self.non_tx = Some(NonTx {
+                    captured: Captured {
+                        text: sql[ranges[0].clone()].to_vec(),
+                        ddl: ddl.clone(),
+                    },
+                    extended: false,
+                    succeeded: false,
                 });
+                return ClientVerdict {
+                    alone: true,
+                    ..ClientVerdict::default()
+                };
             }
+        }
+        // With other statements the server refuses one that cannot run in
+        // a transaction block (the Query is an implicit one), but a COMMIT
+        // among them commits what came before: those are recorded as usual.
+        let ddls: Vec<Option<Ddl>> = ddls
+            .into_iter()
+            .map(|d| d.filter(|d| !d.non_transactional))
+            .collect();
+        if ddls.iter().all(Option::is_none) {
             return ClientVerdict::forward();
         }
         let mut out = Vec::with_capacity(sql.len() * 2 + 256);
         let mut swallow = StatementSet::default();
-        let mut index = 0usize;
+        // Where every statement of `out` must be, client's and injected:
+        // checked below by splitting `out` again.
+        let mut expected = Vec::with_capacity(ranges.len() * 2 + 2);
+        // `out` is `sql[..cursor]` with `shift` bytes injected.
+        let mut shift = 0usize;
         let mut cursor = 0usize;
         let mut first = true;
+        // Error positions: characters of `sql[..counted]`, and the map.
+        let mut positions = Positions {
+            charset: self.charset.unwrap_or(Charset::Guess),
+            sql,
+            counted: 0,
+            chars: 0,
+            inserted: 0,
+            map: PositionMap::default(),
+        };
         for (range, ddl) in ranges.iter().zip(&ddls) {
             let Some(ddl) = ddl else {
-                index += 1;
+                expected.push(range.start + shift..range.end + shift);
+                positions.client_statement();
+                if controls_transaction(&sql[range.clone()]) {
+                    // The metadata check and the branch lock belong to
+                    // the transaction: a ROLLBACK (TO SAVEPOINT) undoes
+                    // them, a COMMIT releases the lock.
+                    first = true;
+                }
                 continue;
             };
             out.extend_from_slice(&sql[cursor..range.start]);
             cursor = range.start;
             if first {
                 first = false;
-                out.extend_from_slice(self.ensure_sql().as_bytes());
-                out.push(b';');
-                swallow.insert(index);
-                index += 1;
-                out.extend_from_slice(&record::begin_sql(&self.origin));
-                out.push(b';');
-                swallow.insert(index);
-                index += 1;
+                let begin = out.len();
+                for injected in [
+                    self.ensure_sql().as_bytes(),
+                    &record::begin_sql(&self.origin),
+                ] {
+                    swallow.insert(expected.len());
+                    expected.push(out.len()..out.len() + injected.len());
+                    positions.map.statement_shift.push(None);
+                    out.extend_from_slice(injected);
+                    out.push(b';');
+                }
+                positions.insert(range.start, &out[begin..]);
             }
+            shift = out.len() - cursor;
+            expected.push(range.start + shift..range.end + shift);
+            positions.client_statement();
             out.extend_from_slice(&sql[cursor..range.end]);
             cursor = range.end;
-            index += 1;
+            let begin = out.len();
             out.push(b';');
-            out.extend_from_slice(&record::record_sql(&self.origin, &sql[range.clone()], ddl));
-            swallow.insert(index);
-            index += 1;
+            let injected = record::record_sql(&self.origin, &sql[range.clone()], ddl);
+            swallow.insert(expected.len());
+            expected.push(out.len()..out.len() + injected.len());
+            positions.map.statement_shift.push(None);
+            out.extend_from_slice(&injected);
+            positions.insert(range.end, &out[begin..]);
+            shift = out.len() - cursor;
         }
         out.extend_from_slice(&sql[cursor..]);
+        // A statement that does not end where the splitter says (an
+        // unterminated string, comment or parenthesis: PostgreSQL rejects
+        // the Query before running any of it) would swallow the injected
+        // text, or be completed by it. Such a Query goes as it was sent.
+        if self.split(&out) != expected {
+            return ClientVerdict::forward();
+        }
         let mut message = Vec::with_capacity(out.len() + 6);
         out.push(0);
         crate::protocol::put_message(&mut message, ft::QUERY, &out);
         ClientVerdict {
             replace: Some(message),
             swallow_statements: swallow,
+            positions: Some(Arc::new(positions.map)),
             ..ClientVerdict::default()
         }
     }
@@ -180,6 +260,7 @@ impl HistoryHook {
             crate::protocol::put_message(&mut message, ft::PARSE, &parse);
             return ClientVerdict {
                 replace: Some(message),
+                positions: Some(Arc::new(all_ours())),
                 ..ClientVerdict::default()
             };
         }
@@ -213,6 +294,26 @@ impl HistoryHook {
         }
     }
 
+    /// The record of a statement that ran alone and succeeded, sent after
+    /// it as a Query, or (`extended`) as Parse/Bind/Execute and a Sync.
+    fn late_record(&mut self, c: &Captured, extended: bool) -> Vec<u8> {
+        self.late_records += 1;
+        let mut message = Vec::new();
+        if extended {
+            message.extend_from_slice(&record::extended_frames(self.ensure_sql().as_bytes(), &[]));
+            message.extend_from_slice(&record::record_frames(&self.origin, &c.text, &c.ddl));
+            crate::protocol::put_message(&mut message, ft::SYNC, &[]);
+        } else {
+            let mut sql = Vec::new();
+            sql.extend_from_slice(self.ensure_sql().as_bytes());
+            sql.push(b';');
+            sql.extend_from_slice(&record::record_sql(&self.origin, &c.text, &c.ddl));
+            sql.push(0);
+            crate::protocol::put_message(&mut message, ft::QUERY, &sql);
+        }
+        message
+    }
+
     fn on_execute(&mut self, body: &[u8]) -> ClientVerdict {
         let Some((portal, _)) = take_cstr(body) else {
             return ClientVerdict::forward();
@@ -221,11 +322,23 @@ impl HistoryHook {
             return ClientVerdict::forward();
         };
         if captured.ddl.non_transactional {
-            self.non_tx = NonTx::Running(Captured {
-                text: captured.text.clone(),
-                ddl: captured.ddl.clone(),
+            self.non_tx = Some(NonTx {
+                captured: Captured {
+                    text: captured.text.clone(),
+                    ddl: captured.ddl.clone(),
+                },
+                extended: true,
+                succeeded: false,
             });
-            return ClientVerdict::forward();
+            // The server holds the result back until Sync or Flush, and the
+            // relay holds the client's Sync back until the result is in.
+            let mut after = Vec::new();
+            crate::protocol::put_message(&mut after, ft::FLUSH, &[]);
+            return ClientVerdict {
+                after,
+                alone: true,
+                ..ClientVerdict::default()
+            };
         }
         let mut before = Vec::new();
         before.extend_from_slice(&record::extended_frames(self.ensure_sql().as_bytes(), &[]));
@@ -295,42 +408,264 @@ impl SessionHook for HistoryHook {
 
     fn on_server_message(&mut self, tag: u8, body: &[u8]) -> Vec<u8> {
         if tag == bt::PARAMETER_STATUS {
-            if let Some((b"standard_conforming_strings", rest)) = take_cstr(body) {
-                self.standard_strings = take_cstr(rest).is_none_or(|(v, _)| v != b"off");
-            }
-            return Vec::new();
-        }
-        match (std::mem::replace(&mut self.non_tx, NonTx::Idle), tag) {
-            (NonTx::Idle, _) => Vec::new(),
-            (NonTx::Running(c), bt::COMMAND_COMPLETE) => {
-                let reported = take_cstr(body).map_or(body, |(s, _)| s);
-                if reported == c.ddl.tag.as_bytes() {
-                    self.non_tx = NonTx::Succeeded(c);
-                } else {
-                    self.non_tx = NonTx::Running(c);
+            match take_cstr(body) {
+                Some((b"standard_conforming_strings", rest)) => {
+                    self.standard_strings = take_cstr(rest).is_none_or(|(v, _)| v != b"off");
                 }
+                Some((b"client_encoding", rest)) => {
+                    self.charset = take_cstr(rest).map(|(v, _)| Charset::of(v));
+                }
+                _ => {}
+            }
+        }
+        Vec::new()
+    }
+
+    fn on_alone_response(&mut self, tag: u8, body: &[u8]) -> Vec<u8> {
+        let Some(mut state) = self.non_tx.take() else {
+            return Vec::new();
+        };
+        match tag {
+            bt::COMMAND_COMPLETE => {
+                let reported = take_cstr(body).map_or(body, |(s, _)| s);
+                state.succeeded = reported == state.captured.ddl.tag.as_bytes();
+                if state.extended {
+                    // Committed already (a statement that cannot run in a
+                    // transaction block commits at once); the client's Sync
+                    // waits in the relay behind the proxy's own.
+                    return if state.succeeded {
+                        self.late_record(&state.captured, true)
+                    } else {
+                        Vec::new()
+                    };
+                }
+                self.non_tx = Some(state);
                 Vec::new()
             }
-            (NonTx::Running(_), bt::ERROR_RESPONSE) => Vec::new(),
-            (NonTx::Succeeded(c), bt::READY_FOR_QUERY) => {
-                let mut sql = Vec::new();
-                sql.extend_from_slice(self.ensure_sql().as_bytes());
-                sql.push(b';');
-                sql.extend_from_slice(&record::record_sql(&self.origin, &c.text, &c.ddl));
-                sql.push(0);
-                let mut message = Vec::new();
-                crate::protocol::put_message(&mut message, ft::QUERY, &sql);
-                message
-            }
-            (state, _) => {
-                self.non_tx = state;
+            bt::READY_FOR_QUERY if state.succeeded => self.late_record(&state.captured, false),
+            bt::ERROR_RESPONSE | bt::READY_FOR_QUERY => Vec::new(),
+            _ => {
+                self.non_tx = Some(state);
                 Vec::new()
             }
         }
     }
 
-    fn on_injected_response(&mut self, tag: u8, _body: &[u8]) -> bool {
-        tag == bt::ERROR_RESPONSE
+    fn on_injected_response(&mut self, tag: u8, body: &[u8]) -> Injected {
+        if self.late_records > 0 {
+            return match tag {
+                bt::READY_FOR_QUERY => {
+                    self.late_records -= 1;
+                    Injected::Swallow
+                }
+                bt::ERROR_RESPONSE => {
+                    warn!(
+                        error = %String::from_utf8_lossy(body),
+                        "a statement that ran outside a transaction could not be recorded"
+                    );
+                    Injected::Replace(late_record_warning(body))
+                }
+                _ => Injected::Swallow,
+            };
+        }
+        if tag == bt::ERROR_RESPONSE {
+            Injected::Forward
+        } else {
+            Injected::Swallow
+        }
+    }
+}
+
+/// An ErrorResponse of a record sent after its statement succeeded, as a
+/// NoticeResponse with severity WARNING: notices may arrive at any time.
+fn late_record_warning(error: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(error.len() + 64);
+    let mut rest = error;
+    while let Some((&field, after)) = rest.split_first() {
+        if field == 0 {
+            break;
+        }
+        let Some((value, after)) = take_cstr(after) else {
+            break;
+        };
+        rest = after;
+        if field == b'P' {
+            // A position in the proxy's Query, not in one the client sent.
+            continue;
+        }
+        body.push(field);
+        match field {
+            b'S' | b'V' => body.extend_from_slice(b"WARNING"),
+            b'M' => {
+                body.extend_from_slice(
+                    b"pgbranch could not record the statement in the DDL history: ",
+                );
+                body.extend_from_slice(value);
+            }
+            _ => body.extend_from_slice(value),
+        }
+        body.push(0);
+    }
+    body.push(0);
+    let mut message = Vec::new();
+    crate::protocol::put_message(&mut message, bt::NOTICE_RESPONSE, &body);
+    message
+}
+
+/// Whether a statement may end, roll back or start a transaction (or roll
+/// back to a savepoint): its first word is one of those commands'.
+/// `PREPARE` is counted (it also names PREPARE TRANSACTION); an extra
+/// metadata check and lock cost a little, a missing one fails the DDL.
+fn controls_transaction(stmt: &[u8]) -> bool {
+    crate::sql::lexer::Lexer::new(stmt).next().is_some_and(|t| {
+        [
+            "begin", "start", "commit", "end", "rollback", "abort", "prepare",
+        ]
+        .iter()
+        .any(|k| t.is_word(k))
+    })
+}
+
+/// The position map of a text that is all the proxy's (a history command
+/// rewritten into a SELECT): positions point at the start of the client's.
+fn all_ours() -> PositionMap {
+    PositionMap {
+        inserted: vec![(0, u32::MAX)],
+        statement_shift: Vec::new(),
+    }
+}
+
+/// Builds the [`PositionMap`] of a rewritten Query.
+struct Positions<'a> {
+    charset: Charset,
+    /// The client's text.
+    sql: &'a [u8],
+    /// Characters of `sql[..counted]`.
+    counted: usize,
+    chars: u32,
+    /// Characters inserted so far.
+    inserted: u32,
+    map: PositionMap,
+}
+
+impl Positions<'_> {
+    /// `text` inserted before byte `at` of the client's text.
+    fn insert(&mut self, at: usize, text: &[u8]) {
+        self.chars = self
+            .chars
+            .saturating_add(self.charset.count(&self.sql[self.counted..at]));
+        self.counted = at;
+        let len = self.charset.count(text);
+        self.map.inserted.push((self.chars, len));
+        self.inserted = self.inserted.saturating_add(len);
+    }
+
+    /// The next statement of the rewritten Query is the client's.
+    fn client_statement(&mut self) {
+        self.map.statement_shift.push(Some(self.inserted));
+    }
+}
+
+/// How PostgreSQL counts the characters of text in a client encoding
+/// (error positions are character offsets): `pg_encoding_mblen` of each
+/// encoding, from PostgreSQL's `common/wchar.c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Charset {
+    Utf8,
+    /// LATIN1, WIN1252, KOI8R ...: a byte is a character.
+    SingleByte,
+    /// EUC_JP, EUC_JIS_2004, EUC_KR, JOHAB.
+    Euc,
+    EucCn,
+    EucTw,
+    /// SJIS, SHIFT_JIS_2004.
+    Sjis,
+    /// BIG5, GBK, UHC: a byte with the high bit set starts two.
+    DoubleByte,
+    Gb18030,
+    MuleInternal,
+    /// Not known (set in the startup packet, never reported since) or
+    /// SQL_ASCII: UTF-8 when the text is valid UTF-8, else bytes.
+    Guess,
+}
+
+impl Charset {
+    fn of(name: &[u8]) -> Self {
+        match name.to_ascii_uppercase().as_slice() {
+            b"UTF8" | b"UNICODE" => Self::Utf8,
+            b"EUC_JP" | b"EUC_JIS_2004" | b"EUC_KR" | b"JOHAB" => Self::Euc,
+            b"EUC_CN" => Self::EucCn,
+            b"EUC_TW" => Self::EucTw,
+            b"SJIS" | b"SHIFT_JIS_2004" => Self::Sjis,
+            b"BIG5" | b"GBK" | b"UHC" => Self::DoubleByte,
+            b"GB18030" => Self::Gb18030,
+            b"MULE_INTERNAL" => Self::MuleInternal,
+            b"SQL_ASCII" => Self::Guess,
+            _ => Self::SingleByte,
+        }
+    }
+
+    /// Length of the character starting at `s[0]`.
+    fn char_len(self, s: &[u8]) -> usize {
+        let b = s[0];
+        let len = match self {
+            Self::SingleByte => 1,
+            Self::Utf8 | Self::Guess => match b {
+                0xc0..=0xdf => 2,
+                0xe0..=0xef => 3,
+                0xf0..=0xf7 => 4,
+                _ => 1,
+            },
+            Self::Euc => match b {
+                0x8e => 2,
+                0x8f => 3,
+                0x80.. => 2,
+                _ => 1,
+            },
+            Self::EucCn | Self::DoubleByte => 1 + usize::from(b >= 0x80),
+            Self::EucTw => match b {
+                0x8e => 4,
+                0x8f => 3,
+                0x80.. => 2,
+                _ => 1,
+            },
+            Self::Sjis => match b {
+                0xa1..=0xdf => 1,
+                0x80.. => 2,
+                _ => 1,
+            },
+            Self::Gb18030 => match (b, s.get(1)) {
+                (..0x80, _) => 1,
+                (_, Some(0x30..=0x39)) => 4,
+                _ => 2,
+            },
+            Self::MuleInternal => match b {
+                0x81..=0x8d => 2,
+                0x9a | 0x9b => 3,
+                0x90..=0x99 => 3,
+                0x9c | 0x9d => 4,
+                _ => 1,
+            },
+        };
+        len.min(s.len())
+    }
+
+    /// The number of characters in `text`.
+    fn count(self, text: &[u8]) -> u32 {
+        let charset = match self {
+            Self::Guess if std::str::from_utf8(text).is_err() => Self::SingleByte,
+            c => c,
+        };
+        if charset == Self::SingleByte || text.is_ascii() {
+            return u32::try_from(text.len()).unwrap_or(u32::MAX);
+        }
+        let mut n = 0u32;
+        let mut at = 0;
+        while at < text.len() {
+            at += charset.char_len(&text[at..]);
+            n = n.saturating_add(1);
+        }
+        n
     }
 }
 

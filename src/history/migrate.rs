@@ -57,6 +57,8 @@ DECLARE
     v integer := 0;
     has_schema boolean;
     has_table boolean;
+    owner_name name;
+    untrusted boolean;
 BEGIN
     -- Existence is read with plain queries, not to_regclass(): a name
     -- lookup that fails leaves a negative catalog-cache entry that waiting
@@ -66,6 +68,22 @@ BEGIN
                    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                    WHERE n.nspname = 'pgbranch' AND c.relname = 'migrations')
     INTO has_table;
+    -- Nothing in a pgbranch schema runs unless its owner is trusted: a
+    -- superuser, the database owner, or the current role itself. Any other
+    -- owner could have put code there (a view, a function without SECURITY
+    -- DEFINER) that would run with the privileges of whoever changes the
+    -- schema through the proxy.
+    SELECT r.rolname, NOT (r.rolsuper
+                OR r.oid = (SELECT datdba FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+                OR r.rolname = current_user)
+    INTO owner_name, untrusted
+    FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+    WHERE n.nspname = 'pgbranch';
+    IF untrusted THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = pg_catalog.format('pgbranch will not use schema "pgbranch" in database %I: its owner %I is neither a superuser nor the database owner', pg_catalog.current_database(), owner_name),
+            HINT = 'Code in that schema would run with your privileges. Drop it, or have a superuser ALTER SCHEMA pgbranch OWNER TO the database owner after checking its contents.';
+    END IF;
     IF has_table THEN
         EXECUTE 'SELECT coalesce(max(version), 0) FROM pgbranch.migrations' INTO v;
         IF v >= {latest} THEN
@@ -84,10 +102,15 @@ BEGIN
                 MESSAGE = pg_catalog.format('a schema "pgbranch" already exists in database %I but pgbranch did not create it', pg_catalog.current_database()),
                 HINT = 'Rename or drop that schema; pgbranch keeps its history there.';
         END IF;
-        IF NOT pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE') THEN
+        -- Only a role that every later caller may trust sets it up (see
+        -- the owner check above).
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                       WHERE r.rolname = current_user
+                         AND (r.rolsuper OR r.oid = (SELECT datdba FROM pg_catalog.pg_database
+                                                     WHERE datname = pg_catalog.current_database()))) THEN
             RAISE EXCEPTION USING ERRCODE = '42501',
-                MESSAGE = pg_catalog.format('pgbranch cannot record this schema change: DDL history is not set up in database %I, and role %I may not create it', pg_catalog.current_database(), current_user),
-                HINT = 'Run "pgbranch init --database-url <url>" once as the database owner (or connect once through the proxy as a role with CREATE on the database). pgbranch refuses DDL it cannot record.';
+                MESSAGE = pg_catalog.format('pgbranch cannot record this schema change: DDL history is not set up in database %I, and role %I may not set it up (only the database owner or a superuser may)', pg_catalog.current_database(), current_user),
+                HINT = 'Run "pgbranch init --database-url <url>" once as the database owner (or change the schema once through the proxy as that owner). pgbranch refuses DDL it cannot record.';
         END IF;
         CREATE SCHEMA pgbranch;
         CREATE TABLE pgbranch.migrations (

@@ -120,10 +120,7 @@ impl ProxyMetrics {
                 "pgbranch_build_info",
                 vec![
                     Label::new("version", env!("CARGO_PKG_VERSION")),
-                    Label::new(
-                        "commit",
-                        env!("PGB_BUILD_COMMIT"),
-                    ),
+                    Label::new("commit", env!("PGB_BUILD_COMMIT")),
                 ],
             ),
             &meta,

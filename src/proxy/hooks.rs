@@ -39,6 +39,18 @@ pub struct ClientVerdict {
     pub swallow_statements: StatementSet,
     /// Messages injected after the client's message (complete frames).
     pub after: Vec<u8>,
+    /// The message runs alone: the relay frames no later client message
+    /// until every response to it has arrived, hands those responses to
+    /// [`SessionHook::on_alone_response`], and sends what that returns
+    /// before anything the client sent later. For statements that must be
+    /// recorded right after they succeed, outside any transaction the
+    /// client opens behind them. (Responses to messages sent earlier never
+    /// reach `on_alone_response`.)
+    pub alone: bool,
+    /// For a replacement that holds text of the proxy's own before or
+    /// between the client's statements: how to give the positions of
+    /// errors (the `P` field) in the text the client sent.
+    pub positions: Option<std::sync::Arc<PositionMap>>,
 }
 
 impl ClientVerdict {
@@ -51,6 +63,84 @@ impl ClientVerdict {
             && self.replace.is_none()
             && self.after.is_empty()
             && self.swallow_statements.is_empty()
+            && !self.alone
+            && self.positions.is_none()
+    }
+}
+
+/// Where a rewritten simple Query holds text the proxy inserted, so that
+/// an error position (a character offset into the Query string) can be
+/// given in the client's own text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PositionMap {
+    /// `(at, len)`: `len` characters inserted before character `at`
+    /// (0-based) of the client's text, in order.
+    pub inserted: Vec<(u32, u32)>,
+    /// Per statement of the rewritten Query: for a statement of the
+    /// client's, the number of characters inserted before it; `None` for
+    /// the proxy's own.
+    pub statement_shift: Vec<Option<u32>>,
+}
+
+impl PositionMap {
+    /// The client's position (1-based, as in the `P` field) for position
+    /// `position` of the rewritten Query, reported while its statement
+    /// `statement` (0-based) ran. An error in a statement after the first
+    /// lies within that statement; an error before any statement completed
+    /// may be a syntax error anywhere in the text.
+    pub fn map(&self, position: u32, statement: u32) -> u32 {
+        if position == 0 {
+            return 0;
+        }
+        if statement > 0 {
+            if let Some(Some(shift)) = self.statement_shift.get(statement as usize) {
+                return position.saturating_sub(*shift).max(1);
+            }
+        }
+        let at = position - 1;
+        let mut shift = 0u32;
+        for &(orig, len) in &self.inserted {
+            let start = orig.saturating_add(shift);
+            if at < start {
+                break;
+            }
+            if at < start.saturating_add(len) {
+                // Inside the proxy's text: where it was inserted.
+                return orig + 1;
+            }
+            shift = shift.saturating_add(len);
+        }
+        at - shift + 1
+    }
+
+    /// An ErrorResponse or NoticeResponse body with its `P` field mapped;
+    /// `None` when it has none (or is malformed).
+    pub fn rewrite_fields(&self, body: &[u8], statement: u32) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(body.len() + 4);
+        let mut rest = body;
+        let mut found = false;
+        loop {
+            let (&field, after) = rest.split_first()?;
+            out.push(field);
+            if field == 0 {
+                break;
+            }
+            let nul = after.iter().position(|&b| b == 0)?;
+            let value = &after[..nul];
+            match std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok())
+            {
+                Some(p) if field == b'P' => {
+                    found = true;
+                    out.extend_from_slice(self.map(p, statement).to_string().as_bytes());
+                }
+                _ => out.extend_from_slice(value),
+            }
+            out.push(0);
+            rest = &after[nul + 1..];
+        }
+        found.then_some(out)
     }
 }
 
@@ -128,12 +218,37 @@ pub trait SessionHook: Send {
         Vec::new()
     }
 
-    /// Called with each swallowed response to an injected message.
-    /// Returning `true` forwards it to the client after all (e.g. an
-    /// ErrorResponse the client must see because its transaction failed).
-    fn on_injected_response(&mut self, tag: u8, _body: &[u8]) -> bool {
-        tag == b'E'
+    /// Called with each response (not asynchronous messages) to a client
+    /// message sent [alone](ClientVerdict::alone) that the hook wants
+    /// (see [`SessionHook::wants_server`]), after `on_server_message`.
+    /// Returns messages (complete frames) to send upstream once all its
+    /// responses have arrived, before any later client message; their
+    /// responses are the proxy's.
+    fn on_alone_response(&mut self, _tag: u8, _body: &[u8]) -> Vec<u8> {
+        Vec::new()
     }
+
+    /// Called with each response to an injected message. By default an
+    /// ErrorResponse is forwarded to the client (its transaction failed,
+    /// and it must know why) and everything else is swallowed.
+    fn on_injected_response(&mut self, tag: u8, _body: &[u8]) -> Injected {
+        if tag == b'E' {
+            Injected::Forward
+        } else {
+            Injected::Swallow
+        }
+    }
+}
+
+/// What the relay does with a response to an injected message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Injected {
+    /// Not sent to the client.
+    Swallow,
+    /// Sent to the client as it is.
+    Forward,
+    /// Sent to the client as these bytes instead (complete frames).
+    Replace(Vec<u8>),
 }
 
 /// The hook used when no feature is active.
@@ -163,5 +278,48 @@ pub struct NoHooks;
 impl HookFactory for NoHooks {
     fn create(&self, _: &SessionInfo) -> Box<dyn SessionHook> {
         Box::new(NoHook)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_mapped_back_to_the_client_text() {
+        // Client text "ab;cd;ef" with 10 characters inserted before "cd"
+        // (statements 1-2 of the rewritten Query are the proxy's) and 3
+        // after it.
+        let map = PositionMap {
+            inserted: vec![(3, 10), (5, 3)],
+            statement_shift: vec![Some(0), None, None, Some(10), None, Some(13)],
+        };
+        // A syntax error (no statement ran yet) anywhere in the text.
+        assert_eq!(map.map(1, 0), 1);
+        assert_eq!(map.map(3, 0), 3);
+        assert_eq!(
+            map.map(4, 0),
+            4,
+            "inside the proxy's text: where it was inserted"
+        );
+        assert_eq!(map.map(13, 0), 4);
+        assert_eq!(map.map(14, 0), 4);
+        assert_eq!(map.map(15, 0), 5);
+        assert_eq!(map.map(19, 0), 6);
+        assert_eq!(
+            map.map(16, 0),
+            6,
+            "inside the proxy's text: where it was inserted"
+        );
+        // Errors of a statement that ran.
+        assert_eq!(map.map(14, 3), 4);
+        assert_eq!(map.map(20, 5), 7);
+        assert_eq!(map.map(0, 5), 0);
+        let body = b"SERROR\0C42601\0Msyntax error\0P19\0\0";
+        assert_eq!(
+            map.rewrite_fields(body, 0).unwrap(),
+            b"SERROR\0C42601\0Msyntax error\0P6\0\0"
+        );
+        assert_eq!(map.rewrite_fields(b"SERROR\0\0", 0), None);
     }
 }

@@ -27,7 +27,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::hooks::{Owner, SessionHook, StatementSet};
+use super::hooks::{Injected, Owner, PositionMap, SessionHook, StatementSet};
 use super::stream::Stream;
 use crate::protocol::backend::{error_is_fatal, PgError};
 use crate::protocol::{backend_tag as bt, frontend_tag as ft, read_u32, HEADER_LEN};
@@ -66,6 +66,11 @@ struct Group {
     /// which Syncs were sent inside a COPY FROM STDIN (the server ignores
     /// them).
     epoch: u32,
+    /// Sent alone (`ClientVerdict::alone`): its responses go to
+    /// `SessionHook::on_alone_response`.
+    alone: bool,
+    /// A rewritten simple Query: how to map error positions back.
+    positions: Option<std::sync::Arc<PositionMap>>,
 }
 
 impl Group {
@@ -88,6 +93,8 @@ impl Group {
             swallow,
             stmt: 0,
             epoch: 0,
+            alone: false,
+            positions: None,
         })
     }
 
@@ -143,6 +150,38 @@ impl Pending {
             self.push_client_tag(frames[at], owner, swallow.clone());
             at += 1 + read_u32(frames, at + 1) as usize;
         }
+    }
+
+    /// Marks the groups pushed since the queue held `from` groups as sent
+    /// alone.
+    fn mark_alone(&mut self, from: usize) {
+        for g in self.groups.iter_mut().skip(from) {
+            g.alone = true;
+        }
+    }
+
+    /// Sets the position map of the groups pushed since the queue held
+    /// `from` groups.
+    fn set_positions(&mut self, from: usize, map: &std::sync::Arc<PositionMap>) {
+        for g in self.groups.iter_mut().skip(from) {
+            g.positions = Some(map.clone());
+        }
+    }
+
+    /// Whether a group sent alone still expects a response: it is queued
+    /// and not among the groups the server will skip (after an error in
+    /// an extended-protocol message, everything up to the next Sync).
+    fn alone_outstanding(&self) -> bool {
+        let mut skipping = self.discard_until_sync;
+        for g in &self.groups {
+            if g.sync {
+                skipping = false;
+            }
+            if g.alone && !skipping {
+                return true;
+            }
+        }
+        false
     }
 
     /// The group a server message would be matched against, skipping
@@ -440,8 +479,12 @@ pub struct Relay<'a> {
     hook: &'a mut dyn SessionHook,
     interest: Interest,
     /// Messages the hook asked to send upstream at the next client
-    /// message boundary (see `SessionHook::on_server_message`).
+    /// message boundary (see `SessionHook::on_server_message` and
+    /// `SessionHook::on_alone_response`).
     inject_upstream: Vec<u8>,
+    /// A client message was sent alone: no later client message is framed
+    /// while a response to it is outstanding.
+    held: bool,
     max_message: usize,
     fatal_seen: bool,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -492,6 +535,7 @@ impl<'a> Relay<'a> {
             hook,
             interest,
             inject_upstream: Vec::new(),
+            held: false,
             max_message: params.max_message,
             fatal_seen: false,
             shutdown: Box::pin(params.shutdown.clone().cancelled_owned()),
@@ -574,6 +618,7 @@ impl<'a> Relay<'a> {
             self.pending
                 .push_frames(&verdict.before, Owner::Proxy, &none);
             p.out.extend_from_slice(&verdict.before);
+            let client_groups = self.pending.groups.len();
             match &verdict.replace {
                 Some(bytes) => {
                     self.pending
@@ -587,11 +632,23 @@ impl<'a> Relay<'a> {
                         .extend_from_slice(&p.buf[p.scanned..p.scanned + total]);
                 }
             }
+            if verdict.alone {
+                self.pending.mark_alone(client_groups);
+            }
+            if let Some(map) = &verdict.positions {
+                self.pending.set_positions(client_groups, map);
+            }
             self.pending
                 .push_frames(&verdict.after, Owner::Proxy, &none);
             p.out.extend_from_slice(&verdict.after);
             p.scanned += total;
             p.start = p.scanned;
+            if verdict.alone && self.pending.alone_outstanding() {
+                // Nothing the client sent later goes out before all of
+                // this message's responses (poll_c2u).
+                self.held = true;
+                break;
+            }
         }
         if !p.out.is_empty() {
             p.divert(p.scanned);
@@ -611,7 +668,25 @@ impl<'a> Relay<'a> {
             }
             let total = 1 + len;
             let owner = self.pending.owner_of(tag);
-            let hook_wants = owner == Owner::Client && self.interest.server[tag as usize];
+            let alone = !matches!(
+                tag,
+                bt::NOTIFICATION_RESPONSE | bt::PARAMETER_STATUS | bt::NOTICE_RESPONSE
+            ) && self.pending.front().is_some_and(|g| g.alone);
+            // An error of a rewritten Query: its position is mapped back.
+            let positions = if tag == bt::ERROR_RESPONSE {
+                self.pending
+                    .front()
+                    .and_then(|g| Some((g.positions.clone()?, g.stmt)))
+            } else {
+                None
+            };
+            // Errors and notices can be as large as a client makes them
+            // (an error quoting a huge value): the hook sees those up to
+            // the size the relay inspects anyway; longer ones stream.
+            let hook_wants = owner == Owner::Client
+                && self.interest.server[tag as usize]
+                && (len <= MAX_INSPECTED_ERROR
+                    || !matches!(tag, bt::ERROR_RESPONSE | bt::NOTICE_RESPONSE));
             // ErrorResponse is read whole to notice FATAL errors; those are
             // short. A huge one (e.g. a 200 MB value in the message) streams.
             let whole = owner == Owner::Proxy
@@ -633,19 +708,42 @@ impl<'a> Relay<'a> {
                 bt::ERROR_RESPONSE if error_is_fatal(body) => self.fatal_seen = true,
                 _ => {}
             }
-            let forward = match owner {
+            let verdict = match owner {
                 Owner::Client => {
                     if hook_wants {
                         let inject = self.hook.on_server_message(tag, body);
                         self.inject_upstream.extend_from_slice(&inject);
+                        if alone {
+                            let inject = self.hook.on_alone_response(tag, body);
+                            self.inject_upstream.extend_from_slice(&inject);
+                        }
                     }
-                    true
+                    Injected::Forward
                 }
                 Owner::Proxy => self.hook.on_injected_response(tag, body),
             };
-            if !forward {
-                p.divert(p.scanned);
-                p.start = p.scanned + total;
+            let verdict = match (verdict, positions) {
+                (Injected::Forward, Some((map, stmt))) => match map.rewrite_fields(body, stmt) {
+                    Some(mapped) => {
+                        let mut frame = Vec::with_capacity(mapped.len() + HEADER_LEN);
+                        crate::protocol::put_message(&mut frame, tag, &mapped);
+                        Injected::Replace(frame)
+                    }
+                    None => Injected::Forward,
+                },
+                (verdict, _) => verdict,
+            };
+            match verdict {
+                Injected::Forward => {}
+                Injected::Swallow => {
+                    p.divert(p.scanned);
+                    p.start = p.scanned + total;
+                }
+                Injected::Replace(bytes) => {
+                    p.divert(p.scanned);
+                    p.out.extend_from_slice(&bytes);
+                    p.start = p.scanned + total;
+                }
             }
             p.scanned += total;
         }
@@ -689,9 +787,20 @@ impl<'a> Relay<'a> {
                 .map_err(RelayEnd::UpstreamError)?;
             self.c2u.need_flush = false;
         }
+        if self.held {
+            if self.pending.alone_outstanding() {
+                // Woken by the upstream's responses (see `poll`).
+                return Poll::Pending;
+            }
+            self.held = false;
+            // The hook's injection goes before what the client sent later.
+            if !self.inject_upstream.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+        }
         if self.c2u.scanned < self.c2u.end && !self.c2u.need_more {
             self.process_client().map_err(RelayEnd::ProtocolViolation)?;
-            if self.c2u.has_output() {
+            if self.c2u.has_output() || self.held {
                 return Poll::Ready(Ok(()));
             }
         }
@@ -805,8 +914,9 @@ impl Future for Relay<'_> {
         if let Some(end) = this.drive(cx, Self::poll_u2c) {
             return Poll::Ready(end);
         }
-        // A server message made the hook inject something upstream.
-        if !this.inject_upstream.is_empty() {
+        // A server message made the hook inject something upstream, or
+        // ended the wait for the responses to a message sent alone.
+        if !this.inject_upstream.is_empty() || this.held {
             if let Some(end) = this.drive(cx, Self::poll_c2u) {
                 return Poll::Ready(end);
             }
@@ -880,6 +990,41 @@ mod tests {
         // A failing first statement: error is the client's.
         p.push_client_tag(b'Q', C, [1].into_iter().collect());
         assert_eq!(run(&mut p, b"EZ"), vec![C, C]);
+    }
+
+    #[test]
+    fn a_group_sent_alone_is_outstanding_until_answered_or_skipped() {
+        let mut p = Pending::default();
+        for t in *b"PB" {
+            p.push_client_tag(t, C, StatementSet::default());
+        }
+        let from = p.groups.len();
+        p.push_client_tag(b'E', C, StatementSet::default());
+        p.mark_alone(from);
+        assert!(p.alone_outstanding());
+        run(&mut p, b"12");
+        assert!(p.alone_outstanding());
+        run(&mut p, b"C");
+        assert!(!p.alone_outstanding());
+
+        // Bind fails: the server skips the Execute up to the Sync.
+        for t in *b"PB" {
+            p.push_client_tag(t, C, StatementSet::default());
+        }
+        let from = p.groups.len();
+        p.push_client_tag(b'E', C, StatementSet::default());
+        p.mark_alone(from);
+        run(&mut p, b"1E");
+        assert!(!p.alone_outstanding());
+        // A Query sent alone behind the Sync is answered after all.
+        p.push_client_tag(b'S', C, StatementSet::default());
+        let from = p.groups.len();
+        p.push_client_tag(b'Q', C, StatementSet::default());
+        p.mark_alone(from);
+        assert!(p.alone_outstanding());
+        run(&mut p, b"ZCZ");
+        assert!(!p.alone_outstanding());
+        assert!(p.is_empty());
     }
 
     #[test]

@@ -5,8 +5,12 @@
 -- owns everything here. Other roles record history through the SECURITY
 -- DEFINER functions below and read it only when granted SELECT.
 --
--- Functions run with search_path = pg_catalog and qualify every pgbranch
--- object, so a caller's search_path cannot redirect them.
+-- Functions run with search_path = pg_catalog, pg_temp and qualify every
+-- pgbranch object, so a caller's search_path cannot redirect them. pg_temp
+-- is listed last on purpose: left out, it is searched *first* for tables,
+-- views and types, and a caller's temporary view named pg_depend (or
+-- domain named text) would run the caller's code as the owner inside
+-- the SECURITY DEFINER functions.
 
 CREATE TABLE pgbranch.branches (
     name        text PRIMARY KEY,
@@ -72,7 +76,7 @@ CREATE TABLE pgbranch.object_state (
 -- Fingerprints: the same digest over the live schema and over the
 -- recorded state, so that equal fingerprints mean equal definitions.
 CREATE OR REPLACE FUNCTION pgbranch.schema_fingerprint() RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog AS $fn$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
     SELECT md5(coalesce(string_agg(
                o.object_type || E'\x1f' || o.identity || E'\x1f' || md5(coalesce(o.definition, '')),
                E'\x1e' ORDER BY o.object_type COLLATE "C", o.identity COLLATE "C"), ''))
@@ -80,7 +84,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog AS $fn$
 $fn$;
 
 CREATE FUNCTION pgbranch.state_fingerprint(p_branch text) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog AS $fn$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
     SELECT md5(coalesce(string_agg(
                s.object_type || E'\x1f' || s.identity || E'\x1f' || md5(s.definition),
                E'\x1e' ORDER BY s.object_type COLLATE "C", s.identity COLLATE "C"), ''))
@@ -95,7 +99,7 @@ $fn$;
 -- The reverse does not hold (another session's temporary table, a frozen
 -- catalog row change the stamp); then the fingerprint decides.
 CREATE FUNCTION pgbranch.catalog_stamp() RETURNS text
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $fn$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     RETURN md5(concat_ws(',',
         (SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM pg_class),
@@ -128,7 +132,7 @@ CREATE FUNCTION pgbranch.write_version(
     p_branch text, p_version bigint, p_statement text, p_tag text,
     p_object_type text, p_identity text, p_action text, p_client_addr text
 ) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     v_identity text := p_identity;
     v_count    bigint;
@@ -190,7 +194,7 @@ $fn$;
 -- records changes made around the proxy since the last version as a
 -- 'drift' version, so they are not attributed to the coming statement.
 CREATE FUNCTION pgbranch.ddl_begin(p_branch text, p_client_addr text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     v_version bigint;
     v_fp      text;
@@ -226,7 +230,7 @@ CREATE FUNCTION pgbranch.record_ddl(
     p_branch text, p_statement text, p_tag text, p_object_type text,
     p_identity text, p_action text, p_client_addr text, p_rows bigint DEFAULT NULL
 ) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     v_version bigint;
 BEGIN
@@ -246,7 +250,7 @@ $fn$;
 -- Version 0: the objects that existed when the database was put under
 -- pgbranch.
 CREATE FUNCTION pgbranch.baseline(p_branch text) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     INSERT INTO pgbranch.branches (name) VALUES (p_branch);
     PERFORM pgbranch.write_version(p_branch, 0, '-- baseline', 'BASELINE',
@@ -258,7 +262,7 @@ $fn$;
 CREATE FUNCTION pgbranch.drift(p_branch text DEFAULT 'main')
 RETURNS TABLE (object_type text, identity text, change text,
                recorded_definition text, live_definition text)
-LANGUAGE sql STABLE SET search_path = pg_catalog AS $fn$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
     SELECT coalesce(l.object_type, s.object_type), coalesce(l.identity, s.identity),
            CASE WHEN s.identity IS NULL THEN 'added'
                 WHEN l.identity IS NULL THEN 'dropped'
@@ -274,7 +278,7 @@ $fn$;
 -- The definition of an object at a version (NULL: absent then).
 CREATE FUNCTION pgbranch.definition_at(p_branch text, p_identity text, p_version bigint)
 RETURNS TABLE (object_type text, identity text, version bigint, definition text)
-LANGUAGE sql STABLE SET search_path = pg_catalog AS $fn$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
     SELECT DISTINCT ON (o.object_type) o.object_type, o.identity, o.version, o.definition
     FROM pgbranch.object_versions o
     WHERE o.branch = p_branch AND o.identity = p_identity AND o.version <= p_version

@@ -51,7 +51,9 @@ RETURNS TABLE (object_type text, identity text, definition text)
 -- plpgsql rather than sql: a sql function is planned on every call (12-15
 -- ms of ~30 at 200 tables); RETURN QUERY keeps the plan for the session.
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog
+-- pg_temp last: otherwise it is searched first, and a caller's temporary
+-- view named like a catalog would run inside SECURITY DEFINER callers.
+SET search_path = pg_catalog, pg_temp
 -- The plan's cost estimate can pass jit_above_cost on large schemas; JIT
 -- compilation then costs more than the query (300+ ms at 2,000 tables).
 SET jit = off
@@ -796,7 +798,7 @@ $objects$;
 -- (object_type, identity, definition). The same formula as
 -- pgbranch.state_fingerprint() over the recorded state.
 CREATE OR REPLACE FUNCTION pgbranch.schema_fingerprint() RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog AS $fingerprint$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fingerprint$
     SELECT md5(coalesce(string_agg(
                o.object_type || E'\x1f' || o.identity || E'\x1f' || md5(coalesce(o.definition, '')),
                E'\x1e' ORDER BY o.object_type COLLATE "C", o.identity COLLATE "C"), ''))
