@@ -33,67 +33,30 @@ EXTRA_TABLES=${EXTRA_TABLES:-200} # tables added for the larger-schema scenario
 BREAKDOWN_TXNS=${BREAKDOWN_TXNS:-20} # timed calls per recording function (median)
 KEEP_TMP=${KEEP_TMP:-0}       # 1: keep the temp dir (logs) after the run
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-
-# libpq settings from the caller's environment would silently change what is
-# measured; every connection below is spelled out instead.
-unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGPASSWORD PGOPTIONS PGSERVICE || true
-export PGSSLMODE=disable PGGSSENCMODE=disable
-
-log() { echo "history.sh: $*" >&2; }
-die() { log "error: $*"; exit 1; }
+# Shared helpers (bench/lib.sh): log/die, processes, PostgreSQL setup,
+# pgbench parsing, medians and paired rounds; it also resets the libpq
+# environment.
+LOG_PREFIX="history.sh"
+MEDIAN_ROUNDING="awk"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------------------
-# State shared with cleanup()
+# State shared with cleanup() (besides lib.sh's TMP, PG_BINDIR, PG_STARTED)
 # ---------------------------------------------------------------------------
-TMP=""
-PG_BINDIR=""
-PG_STARTED=0
 ON_PID=""
 OFF_PID=""
-CLK_TCK=$(getconf CLK_TCK)
 # Set by breakdown(): "objects objects_ms fingerprint_ms state_ms recorded_ms".
 BREAKDOWN_small="- - - - -"
 BREAKDOWN_large="- - - - -"
-
-# Runs a command as the user PostgreSQL runs as: it refuses to run as root,
-# so as root that is the `postgres` system user.
-as_pg() {
-    if [[ $EUID -eq 0 ]]; then
-        runuser -u postgres -- "$@"
-    else
-        "$@"
-    fi
-}
-
-# Stops a background process we started: SIGTERM, then SIGKILL after 5 s.
-stop_pid() {
-    local pid=$1
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local status=$?
     set +e
     stop_pid "$ON_PID"
     stop_pid "$OFF_PID"
-    if [[ $PG_STARTED -eq 1 ]]; then
-        as_pg "$PG_BINDIR/pg_ctl" -D "$TMP/pgdata" -m fast -w stop >/dev/null 2>&1 ||
-            as_pg "$PG_BINDIR/pg_ctl" -D "$TMP/pgdata" -m immediate -w stop >/dev/null 2>&1
-    fi
-    if [[ -n $TMP && -d $TMP ]]; then
-        if [[ $KEEP_TMP == 1 ]]; then
-            log "kept $TMP (logs: $TMP/*.log, runs: $TMP/runs)"
-        else
-            rm -rf "$TMP"
-        fi
-    fi
+    stop_postgres
+    remove_tmp "logs: $TMP/*.log, runs: $TMP/runs"
     exit "$status"
 }
 trap cleanup EXIT
@@ -113,60 +76,8 @@ check_params() {
     [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer (got '$WARMUP')"
     DDL_TXNS=${DDL_TXNS:-$((DURATION * 20))}
     [[ $DDL_TXNS =~ ^[1-9][0-9]*$ ]] || die "DDL_TXNS must be a positive integer (got '$DDL_TXNS')"
-    command -v pgbench >/dev/null || die "pgbench not found (apt-get install -y postgresql-client)"
     command -v psql >/dev/null || die "psql not found (apt-get install -y postgresql-client)"
-    if [[ $EUID -eq 0 ]]; then
-        id postgres >/dev/null 2>&1 || die "running as root needs the 'postgres' system user (apt-get install -y postgresql)"
-    fi
-}
-
-# The newest /usr/lib/postgresql/<major>/bin, else pg_config --bindir.
-find_pg_bindir() {
-    local dir major=""
-    for dir in /usr/lib/postgresql/*/; do
-        dir=${dir%/}
-        dir=${dir##*/}
-        [[ $dir =~ ^[0-9]+$ ]] || continue
-        if [[ -z $major || $dir -gt $major ]]; then major=$dir; fi
-    done
-    if [[ -n $major && -x /usr/lib/postgresql/$major/bin/initdb ]]; then
-        PG_BINDIR=/usr/lib/postgresql/$major/bin
-    elif command -v pg_config >/dev/null && [[ -x "$(pg_config --bindir)/initdb" ]]; then
-        PG_BINDIR=$(pg_config --bindir)
-    else
-        die "PostgreSQL server binaries not found (apt-get install -y postgresql)"
-    fi
-}
-
-# A free TCP port on 127.0.0.1, different from the ones handed out before.
-USED_PORTS=" "
-free_port() {
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        [[ $USED_PORTS == *" $port "* ]] && continue
-        # A successful connect means something listens there.
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            USED_PORTS+="$port "
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
-# Waits until `select 1` works through 127.0.0.1:$1 (up to 15 s).
-wait_ready() {
-    local port=$1 name=$2 logfile=$3
-    for _ in $(seq 150); do
-        if psql -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d postgres -c 'select 1' >/dev/null 2>&1; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "$name did not accept queries on 127.0.0.1:$port; its log ends with:"
-    tail -20 "$logfile" >&2 || true
-    die "$name not ready"
+    check_tools
 }
 
 # psql PORT DB SQL...: runs SQL, prints unaligned tuples-only output.
@@ -176,41 +87,12 @@ sql_at() {
     psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d "$db" "$@"
 }
 
-build() {
-    log "building release binaries (cargo build --release --bins) ..."
-    (cd "$REPO" && cargo build --release --bins >&2)
-    PGBRANCH_BIN=$REPO/target/release/pgbranch
-}
-
-start_postgres() {
-    PG_PORT=$(free_port)
-    # The temp dir must be traversable by the postgres user.
-    chmod 755 "$TMP"
-    mkdir -p "$TMP/pgdata" "$TMP/pgsock"
-    if [[ $EUID -eq 0 ]]; then chown postgres: "$TMP/pgdata" "$TMP/pgsock"; fi
-    chmod 700 "$TMP/pgdata"
-    log "initdb into $TMP/pgdata ($PG_BINDIR) ..."
-    as_pg "$PG_BINDIR/initdb" -D "$TMP/pgdata" -U postgres -A trust -E UTF8 --locale=C --no-sync \
-        >"$TMP/initdb.log" 2>&1 || { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-    touch "$TMP/postgres.log"
-    if [[ $EUID -eq 0 ]]; then chown postgres: "$TMP/postgres.log"; fi
-    PG_SETTINGS="-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$TMP/pgsock -c max_connections=100 -c fsync=off"
-    log "starting PostgreSQL on 127.0.0.1:$PG_PORT ..."
-    as_pg "$PG_BINDIR/pg_ctl" -D "$TMP/pgdata" -l "$TMP/postgres.log" -o "$PG_SETTINGS" -w -t 60 start >/dev/null ||
-        { tail -20 "$TMP/postgres.log" >&2; die "PostgreSQL did not start"; }
-    PG_STARTED=1
-    wait_ready "$PG_PORT" PostgreSQL "$TMP/postgres.log"
-    PG_VERSION=$(sql_at "$PG_PORT" postgres -c 'show server_version')
-}
-
 # Databases: `postgres` holds the pgbench tables (non-DDL, both proxies);
 # DDL through capture-on goes to `ddl_on`, DDL through capture-off and
 # direct to `ddl_off`, so that no unrecorded change ever shows up as drift
 # (and gets recorded) in the database capture-on records.
 init_data() {
-    log "pgbench -i -s $SCALE (directly) ..."
-    pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres >"$TMP/pgbench-init.log" 2>&1 ||
-        { cat "$TMP/pgbench-init.log" >&2; die "pgbench -i failed"; }
+    init_pgbench
     local db
     for db in ddl_on ddl_off; do
         sql_at "$PG_PORT" postgres -c "CREATE DATABASE $db" >/dev/null
@@ -245,9 +127,12 @@ EOF
 start_pgbranch() {
     local name=$1 enabled=$2 port
     port=$(free_port)
+    # --metrics-listen '': no HTTP endpoint, which nothing here reads and
+    # whose default port (127.0.0.1:9930) both instances would want (they
+    # still count).
     PGBRANCH_LOG=warn PGBRANCH_HISTORY_ENABLED=$enabled "$PGBRANCH_BIN" serve \
         --upstream "postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
-        --listen "127.0.0.1:$port" >"$TMP/pgbranch-$name.log" 2>&1 &
+        --listen "127.0.0.1:$port" --metrics-listen '' >"$TMP/pgbranch-$name.log" 2>&1 &
     local pid=$!
     if [[ $name == on ]]; then ON_PID=$pid ON_PORT=$port; else OFF_PID=$pid OFF_PORT=$port; fi
     wait_ready "$port" "pgbranch (capture $name)" "$TMP/pgbranch-$name.log"
@@ -283,13 +168,6 @@ ddl_db() { if [[ $1 == on ]]; then echo ddl_on; else echo ddl_off; fi; }
 # Measuring
 # ---------------------------------------------------------------------------
 
-# CPU time (user + system, clock ticks) a process has used so far.
-cpu_ticks() {
-    [[ -n $1 && -r /proc/$1/stat ]] || { echo ""; return; }
-    # Fields 14 and 15 of /proc/PID/stat, after the parenthesised name.
-    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-
 # One pgbench run of a scenario through a target; appends
 # "scenario round target tps latency_ms proxy_cpu_us" to $RESULTS, or
 # "... FAIL FAIL -" when pgbench failed (its output then goes to stderr).
@@ -304,20 +182,13 @@ run_one() {
     simple | prepared) args=(-S -M "$scenario" -T "$DURATION" postgres) ;;
     ddl-*) args=(-M simple -f "$TMP/ddl.sql" -t "$DDL_TXNS" "$(ddl_db "$target")") ;;
     esac
-    local pid="" cpu0 cpu1 txns cpu_us="-" tps lat failed
+    local pid="" cpu0 cpu1
     [[ $target == direct ]] || pid=$(pid_of "$target")
     cpu0=$(cpu_ticks "$pid")
     # -n: no vacuum before the run.
     pgbench -n -c 1 -j 1 -h 127.0.0.1 -p "$port" -U postgres "${args[@]}" >"$out" 2>&1 || rc=$?
     cpu1=$(cpu_ticks "$pid")
-    txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
-    if [[ -n $cpu0 && -n $cpu1 && -n $txns && $txns -gt 0 ]]; then
-        cpu_us=$(awk -v d=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v n="$txns" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
-    fi
-    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$out")
-    lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out")
-    failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")
-    if [[ $rc -ne 0 || -z $tps || -z $lat || ${failed:-0} -ne 0 ]]; then
+    if ! pgbench_result "$out" "$rc" "$cpu0" "$cpu1"; then
         log "pgbench $scenario through $target FAILED (exit $rc, round $round); output:"
         cat "$out" >&2
         kill -0 "$(pid_of "$target")" 2>/dev/null || log "the $target process is no longer running"
@@ -326,8 +197,8 @@ run_one() {
         echo "$scenario $round $target FAIL FAIL -" >>"$RESULTS"
         return 0
     fi
-    log "  $scenario round $round: $target tps=$tps latency=${lat}ms proxy cpu=${cpu_us}us/txn"
-    echo "$scenario $round $target $tps $lat $cpu_us" >>"$RESULTS"
+    log "  $scenario round $round: $target tps=$PGB_TPS latency=${PGB_LAT}ms proxy cpu=${PGB_CPU_US}us/txn"
+    echo "$scenario $round $target $PGB_TPS $PGB_LAT $PGB_CPU_US" >>"$RESULTS"
 }
 
 # Paired, alternating rounds: every round runs every target once, and the
@@ -389,41 +260,8 @@ history_versions() {
 # Reporting
 # ---------------------------------------------------------------------------
 
-# Reads numbers (one a line) on stdin, prints their median (or "-").
-median() {
-    sort -g | awk '{ v[NR] = $1 } END {
-        if (NR == 0) { print "-"; exit }
-        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 # fmt FORMAT: formats the number on stdin with awk's printf ("-" stays).
 fmt() { awk -v f="$1" '{ if ($1 == "-" || $1 == "") print "-"; else printf f "\n", $1 }'; }
-
-# Per-round values of one column (tps | lat | cpu) for a target.
-values() {
-    local scenario=$1 target=$2 col=$3
-    awk -v s="$scenario" -v t="$target" -v c="$col" \
-        '$1 == s && $3 == t && $4 != "FAIL" {
-            v = (c == "tps" ? $4 : (c == "lat" ? $5 : $6)); if (v != "-") print $2, v }' "$RESULTS"
-}
-
-# Per-round paired values of a column for targets A and B, in round order:
-# OP "ratio" gives a/b, "diff" gives (a - b) * SCALE; printed with FORMAT.
-paired() {
-    local scenario=$1 a=$2 b=$3 col=$4 op=$5 format=$6 scale=${7:-1}
-    join <(values "$scenario" "$a" "$col" | sort -k1,1) <(values "$scenario" "$b" "$col" | sort -k1,1) |
-        sort -n -k1,1 |
-        awk -v op="$op" -v f="$format" -v s="$scale" \
-            '{ if (op == "ratio") printf f "\n", $2 / $3; else printf f "\n", ($2 - $3) * s }'
-}
-
-# "median (per round: v1 v2 ...)" of paired values, or "-".
-paired_summary() {
-    local vals
-    vals=$(paired "$@")
-    [[ -n $vals ]] || { echo "-"; return; }
-    echo "$(median <<<"$vals" | fmt "$6") (per round: $(paste -sd" " <<<"$vals"))"
-}
 
 failures() {
     awk -v s="$1" -v t="$2" '$1 == s && $3 == t && $4 == "FAIL"' "$RESULTS" | wc -l
@@ -483,19 +321,8 @@ report_breakdown() {
 }
 
 print_header() {
-    local cpu commit
-    cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
-    commit=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    if [[ -n $(cd "$REPO" && git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
-        commit+=" (with uncommitted changes)"
-    fi
     echo "pgbranch benchmark: cost of DDL history capture, paired alternating rounds"
-    echo "date:       $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "commit:     $commit"
-    echo "machine:    $(nproc) CPUs, ${cpu:-unknown CPU}, Linux $(uname -r)"
-    echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) (at start)"
-    echo "PostgreSQL: $PG_VERSION ($PG_BINDIR), settings: ${PG_SETTINGS//$TMP/<tmp>}"
-    echo "pgbench:    $(pgbench --version)"
+    print_environment
     echo "command:    DURATION=$DURATION ROUNDS=$ROUNDS DDL_TXNS=$DDL_TXNS EXTRA_TABLES=$EXTRA_TABLES SCALE=$SCALE WARMUP=$WARMUP BREAKDOWN_TXNS=$BREAKDOWN_TXNS bash bench/history.sh"
     echo "targets:    capture-on  = pgbranch serve --upstream (PGBRANCH_LOG=warn; history on, the default)"
     echo "            capture-off = the same with PGBRANCH_HISTORY_ENABLED=false"
@@ -534,11 +361,7 @@ main() {
 
     print_header
 
-    if [[ $WARMUP -gt 0 ]]; then
-        log "warm-up: ${WARMUP}s direct ..."
-        pgbench -n -S -M simple -T "$WARMUP" -c 2 -j 2 -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres \
-            >"$TMP/warmup.log" 2>&1 || { cat "$TMP/warmup.log" >&2; die "warm-up pgbench failed"; }
-    fi
+    warm_up simple
 
     run_scenario simple on off
     run_scenario prepared on off
@@ -569,10 +392,7 @@ main() {
     echo
     echo "recorded:   $((v1 - v0)) + $((v3 - v2)) versions in ddl_on during the DDL rounds (expected $((ROUNDS * DDL_TXNS)) + $((ROUNDS * DDL_TXNS)) when no run failed);"
     echo "            ddl_off has $(sql_at "$PG_PORT" ddl_off -c "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgbranch'") pgbranch schema(s) (expected 0)"
-    echo "load avg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    if grep -q ' FAIL ' "$RESULTS"; then
-        echo "WARNING: $(grep -c ' FAIL ' "$RESULTS") pgbench run(s) failed; see stderr"
-    fi
+    print_footer
 }
 
 main "$@"

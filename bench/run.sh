@@ -28,51 +28,20 @@ SCENARIOS=("1-client 1 1" "8-clients 8 2")
 
 ALL_TARGETS="direct forwarder pgbouncer pgbranch"
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-
-# libpq settings from the caller's environment would silently change what is
-# measured; every connection below is spelled out instead. SSL is disabled so
-# that every target sees the same startup sequence (no SSLRequest round trip
-# that some targets answer differently).
-unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGPASSWORD PGOPTIONS PGSERVICE || true
-export PGSSLMODE=disable PGGSSENCMODE=disable
-
-log() { echo "run.sh: $*" >&2; }
-die() { log "error: $*"; exit 1; }
+# Shared helpers (bench/lib.sh): log/die, processes, PostgreSQL setup,
+# pgbench parsing, medians and paired rounds; it also resets the libpq
+# environment.
+LOG_PREFIX="run.sh"
+MEDIAN_ROUNDING="printf"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------------------
-# State shared with cleanup()
+# State shared with cleanup() (besides lib.sh's TMP, PG_BINDIR, PG_STARTED)
 # ---------------------------------------------------------------------------
-TMP=""
-PG_BINDIR=""
-PG_STARTED=0
 FORWARDER_PID=""
 PGBRANCH_PID=""
-CLK_TCK=$(getconf CLK_TCK)
 PGBOUNCER_PIDFILE=""
-
-# Runs a command as the user PostgreSQL and PgBouncer run as: both refuse to
-# run as root, so as root that is the `postgres` system user.
-as_pg() {
-    if [[ $EUID -eq 0 ]]; then
-        runuser -u postgres -- "$@"
-    else
-        "$@"
-    fi
-}
-
-# Stops a background process we started: SIGTERM, then SIGKILL after 5 s
-# (pgbranch waits for idle sessions on SIGTERM; none are left by then).
-stop_pid() {
-    local pid=$1
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local status=$?
@@ -82,17 +51,8 @@ cleanup() {
     if [[ -n $PGBOUNCER_PIDFILE && -s $PGBOUNCER_PIDFILE ]]; then
         stop_pid "$(cat "$PGBOUNCER_PIDFILE")"
     fi
-    if [[ $PG_STARTED -eq 1 ]]; then
-        as_pg "$PG_BINDIR/pg_ctl" -D "$TMP/pgdata" -m fast -w stop >/dev/null 2>&1 ||
-            as_pg "$PG_BINDIR/pg_ctl" -D "$TMP/pgdata" -m immediate -w stop >/dev/null 2>&1
-    fi
-    if [[ -n $TMP && -d $TMP ]]; then
-        if [[ $KEEP_TMP == 1 ]]; then
-            log "kept $TMP (logs: $TMP/*.log)"
-        else
-            rm -rf "$TMP"
-        fi
-    fi
+    stop_postgres
+    remove_tmp "logs: $TMP/*.log"
     exit "$status"
 }
 trap cleanup EXIT
@@ -122,26 +82,10 @@ check_params() {
         [[ " ${TARGET_LIST[*]} " == *" $t "* ]] && ordered+=("$t")
     done
     TARGET_LIST=("${ordered[@]}")
-    command -v pgbench >/dev/null || die "pgbench not found (apt-get install -y postgresql-client)"
-    if [[ $EUID -eq 0 ]]; then
-        id postgres >/dev/null 2>&1 || die "running as root needs the 'postgres' system user (apt-get install -y postgresql)"
-    fi
+    check_tools
 }
 
 has_target() { [[ " ${TARGET_LIST[*]} " == *" $1 "* ]]; }
-
-# The newest /usr/lib/postgresql/<major>/bin, else pg_config --bindir.
-find_pg_bindir() {
-    local major
-    major=$(ls /usr/lib/postgresql 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -1 || true)
-    if [[ -n $major && -x /usr/lib/postgresql/$major/bin/initdb ]]; then
-        PG_BINDIR=/usr/lib/postgresql/$major/bin
-    elif command -v pg_config >/dev/null && [[ -x "$(pg_config --bindir)/initdb" ]]; then
-        PG_BINDIR=$(pg_config --bindir)
-    else
-        die "PostgreSQL server binaries not found (apt-get install -y postgresql)"
-    fi
-}
 
 ensure_pgbouncer() {
     has_target pgbouncer || return 0
@@ -152,73 +96,6 @@ ensure_pgbouncer() {
     # runlevel; our own instance uses its own ini and port anyway.
     DEBIAN_FRONTEND=noninteractive apt-get install -y pgbouncer >&2 ||
         { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y pgbouncer >&2; }
-}
-
-# A free TCP port on 127.0.0.1, different from the ones handed out before.
-USED_PORTS=" "
-free_port() {
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        [[ $USED_PORTS == *" $port "* ]] && continue
-        # A successful connect means something listens there.
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            USED_PORTS+="$port "
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
-# Waits until `select 1` works through 127.0.0.1:$1 (up to 15 s): proves the
-# whole path to PostgreSQL works, not just that a socket listens.
-wait_ready() {
-    local port=$1 name=$2 logfile=$3
-    for _ in $(seq 150); do
-        if psql -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d postgres -c 'select 1' >/dev/null 2>&1; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "$name did not accept queries on 127.0.0.1:$port; its log ends with:"
-    tail -20 "$logfile" >&2 || true
-    die "$name not ready"
-}
-
-build() {
-    log "building release binaries (cargo build --release --bins) ..."
-    (cd "$REPO" && cargo build --release --bins >&2)
-    FORWARDER_BIN=$REPO/target/release/pgbranch-bench-forwarder
-    PGBRANCH_BIN=$REPO/target/release/pgbranch
-}
-
-start_postgres() {
-    PG_PORT=$(free_port)
-    # The temp dir must be traversable by the postgres user.
-    chmod 755 "$TMP"
-    mkdir -p "$TMP/pgdata" "$TMP/pgsock"
-    if [[ $EUID -eq 0 ]]; then chown postgres: "$TMP/pgdata" "$TMP/pgsock"; fi
-    chmod 700 "$TMP/pgdata"
-    log "initdb into $TMP/pgdata ($PG_BINDIR) ..."
-    as_pg "$PG_BINDIR/initdb" -D "$TMP/pgdata" -U postgres -A trust -E UTF8 --locale=C --no-sync \
-        >"$TMP/initdb.log" 2>&1 || { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-    # The log file is written by pg_ctl running as postgres.
-    touch "$TMP/postgres.log"
-    if [[ $EUID -eq 0 ]]; then chown postgres: "$TMP/postgres.log"; fi
-    PG_SETTINGS="-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$TMP/pgsock -c max_connections=100 -c fsync=off"
-    log "starting PostgreSQL on 127.0.0.1:$PG_PORT ..."
-    as_pg "$PG_BINDIR/pg_ctl" -D "$TMP/pgdata" -l "$TMP/postgres.log" -o "$PG_SETTINGS" -w -t 60 start >/dev/null ||
-        { tail -20 "$TMP/postgres.log" >&2; die "PostgreSQL did not start"; }
-    PG_STARTED=1
-    wait_ready "$PG_PORT" PostgreSQL "$TMP/postgres.log"
-    PG_VERSION=$(psql -X -At -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c 'show server_version')
-}
-
-init_pgbench() {
-    log "pgbench -i -s $SCALE (directly) ..."
-    pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres >"$TMP/pgbench-init.log" 2>&1 ||
-        { cat "$TMP/pgbench-init.log" >&2; die "pgbench -i failed"; }
 }
 
 start_forwarder() {
@@ -264,9 +141,11 @@ EOF
 
 start_pgbranch() {
     PGBRANCH_PORT=$(free_port)
+    # --metrics-listen '': no HTTP endpoint, which nothing here reads and
+    # whose default port (127.0.0.1:9930) may be taken (it still counts).
     PGBRANCH_LOG=warn "$PGBRANCH_BIN" serve \
         --upstream "postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
-        --listen "127.0.0.1:$PGBRANCH_PORT" >"$TMP/pgbranch.log" 2>&1 &
+        --listen "127.0.0.1:$PGBRANCH_PORT" --metrics-listen '' >"$TMP/pgbranch.log" 2>&1 &
     PGBRANCH_PID=$!
     wait_ready "$PGBRANCH_PORT" pgbranch "$TMP/pgbranch.log"
 }
@@ -316,41 +195,24 @@ proxy_pid() {
     esac
 }
 
-# CPU time (user + system, clock ticks) a process has used so far.
-cpu_ticks() {
-    [[ -n $1 && -r /proc/$1/stat ]] || { echo ""; return; }
-    # Fields 14 and 15 of /proc/PID/stat, after the parenthesised name.
-    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-
 # One pgbench run; appends "scenario round target tps latency_ms" to
 # $RESULTS, or "... FAIL FAIL" when pgbench failed, aborted clients or
 # reported failed transactions (then the pgbench output and the target's
 # log tail go to stderr).
 run_pgbench() {
     local scenario=$1 clients=$2 threads=$3 round=$4 target=$5
-    local port out tps lat failed rc=0
+    local port out rc=0
     port=$(port_of "$target")
     out=$TMP/runs/$scenario-r$round-$target.txt
     # -n: no vacuum before the run (it is the same read-only data every time,
     # and vacuum through a proxy would just add noise).
-    local pid cpu0 cpu1 txns cpu_us="-"
+    local pid cpu0 cpu1
     pid=$(proxy_pid "$target")
     cpu0=$(cpu_ticks "$pid")
     pgbench -n -S -M "$MODE" -T "$DURATION" -c "$clients" -j "$threads" \
         -h 127.0.0.1 -p "$port" -U postgres postgres >"$out" 2>&1 || rc=$?
     cpu1=$(cpu_ticks "$pid")
-    txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
-    # The proxy's own CPU per transaction: on a 2-core machine every
-    # microsecond a hop burns is taken from PostgreSQL and pgbench, and it
-    # is far steadier than wall-clock TPS.
-    if [[ -n $cpu0 && -n $cpu1 && -n $txns && $txns -gt 0 ]]; then
-        cpu_us=$(awk -v d=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v n="$txns" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
-    fi
-    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$out")
-    lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out")
-    failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")
-    if [[ $rc -ne 0 || -z $tps || -z $lat || ${failed:-0} -ne 0 ]]; then
+    if ! pgbench_result "$out" "$rc" "$cpu0" "$cpu1"; then
         log "pgbench through $target FAILED (exit $rc, round $round, $scenario); output:"
         cat "$out" >&2
         if ! target_alive "$target"; then
@@ -361,8 +223,8 @@ run_pgbench() {
         echo "$scenario $round $target FAIL FAIL" >>"$RESULTS"
         return 0
     fi
-    log "  $scenario round $round: $target tps=$tps latency=${lat}ms cpu=${cpu_us}us/txn"
-    echo "$scenario $round $target $tps $lat $cpu_us" >>"$RESULTS"
+    log "  $scenario round $round: $target tps=$PGB_TPS latency=${PGB_LAT}ms cpu=${PGB_CPU_US}us/txn"
+    echo "$scenario $round $target $PGB_TPS $PGB_LAT $PGB_CPU_US" >>"$RESULTS"
 }
 
 # Paired, alternating rounds: every round runs every target once, and the
@@ -384,42 +246,8 @@ run_scenario() {
 # Reporting
 # ---------------------------------------------------------------------------
 
-# Reads numbers (one a line) on stdin, prints their median (or "-").
-median() {
-    sort -g | awk '{ v[NR] = $1 } END {
-        if (NR == 0) { print "-"; exit }
-        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-# Per-round values of one column ("tps" or "lat") for a target in a scenario.
-values() {
-    local scenario=$1 target=$2 col=$3
-    awk -v s="$scenario" -v t="$target" -v c="$col" \
-        '$1 == s && $3 == t && $4 != "FAIL" { print $2, (c == "tps" ? $4 : (c == "lat" ? $5 : $6)) }' "$RESULTS"
-}
-
-# Per-round paired values: "ratio" gives tps(a)/tps(b), "latdiff_us" gives
-# (lat(a) - lat(b)) * 1000, only for rounds where both runs succeeded.
-paired() {
-    local scenario=$1 a=$2 b=$3 kind=$4
-    join <(values "$scenario" "$a" "$([[ $kind == ratio ]] && echo tps || echo lat)" | sort -k1,1) \
-        <(values "$scenario" "$b" "$([[ $kind == ratio ]] && echo tps || echo lat)" | sort -k1,1) |
-        sort -n -k1,1 |
-        awk -v k="$kind" '{ if (k == "ratio") printf "%.3f\n", $2 / $3; else printf "%.0f\n", ($2 - $3) * 1000 }'
-}
-
-# "median (per round: v1 v2 ...)" or "-".
-paired_summary() {
-    local vals med
-    vals=$(paired "$@")
-    [[ -n $vals ]] || { echo "-"; return; }
-    med=$(median <<<"$vals")
-    # The median of an even count is a mean of two: round it like the values.
-    if [[ $4 == ratio ]]; then med=$(printf %.3f "$med"); else med=$(printf %.0f "$med"); fi
-    echo "$med (per round: $(paste -sd" " <<<"$vals"))"
-}
-
 fmt_num() { # fmt_num FORMAT VALUE: printf unless the value is "-"
+    # shellcheck disable=SC2059 # the format is the caller's
     if [[ $2 == "-" ]]; then echo "-"; else printf "$1" "$2"; fi
 }
 
@@ -434,7 +262,7 @@ report_scenario() {
         if [[ $t == direct ]]; then
             ratio=1.000
         elif has_target direct; then
-            ratio=$(paired "$scenario" "$t" direct ratio | median)
+            ratio=$(paired "$scenario" "$t" direct tps ratio %.3f | median)
         else
             ratio="-"
         fi
@@ -447,7 +275,7 @@ report_scenario() {
     if has_target pgbranch; then
         for t in direct forwarder pgbouncer; do
             if has_target "$t"; then
-                printf 'pgbranch/%-9s TPS ratio: %s\n' "$t" "$(paired_summary "$scenario" pgbranch "$t" ratio)"
+                printf 'pgbranch/%-9s TPS ratio: %s\n' "$t" "$(paired_summary "$scenario" pgbranch "$t" tps ratio %.3f)"
             fi
         done
     fi
@@ -455,32 +283,22 @@ report_scenario() {
     # microsecond of the proxy is on the critical path.
     if [[ $clients -eq 1 ]]; then
         if has_target pgbranch && has_target forwarder; then
-            echo "latency pgbranch - forwarder, us: $(paired_summary "$scenario" pgbranch forwarder latdiff_us)"
+            echo "latency pgbranch - forwarder, us: $(paired_summary "$scenario" pgbranch forwarder lat diff %.0f 1000)"
         fi
         if has_target direct; then
             for t in "${TARGET_LIST[@]}"; do
                 [[ $t == direct ]] && continue
-                echo "latency $t - direct, us: $(paired_summary "$scenario" "$t" direct latdiff_us)"
+                echo "latency $t - direct, us: $(paired_summary "$scenario" "$t" direct lat diff %.0f 1000)"
             done
         fi
     fi
 }
 
 print_header() {
-    local cpu bouncer_version="-" commit
-    cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+    local bouncer_version="-"
     if has_target pgbouncer; then bouncer_version=$(pgbouncer --version 2>/dev/null | head -1); fi
-    commit=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    if [[ -n $(cd "$REPO" && git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
-        commit+=" (with uncommitted changes)"
-    fi
     echo "pgbranch benchmark: pgbench -S, paired alternating rounds"
-    echo "date:       $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "commit:     $commit"
-    echo "machine:    $(nproc) CPUs, ${cpu:-unknown CPU}, Linux $(uname -r)"
-    echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) (at start)"
-    echo "PostgreSQL: $PG_VERSION ($PG_BINDIR), settings: ${PG_SETTINGS//$TMP/<tmp>}"
-    echo "pgbench:    $(pgbench --version)"
+    print_environment
     echo "PgBouncer:  $bouncer_version"
     echo "command:    DURATION=$DURATION ROUNDS=$ROUNDS MODE=$MODE SCALE=$SCALE WARMUP=$WARMUP TARGETS=\"${TARGET_LIST[*]}\" bash bench/run.sh"
     echo "parameters: pgbench -i -s $SCALE; each run pgbench -n -S -M $MODE -T $DURATION -c C -j J -h 127.0.0.1 -p <target port> -U postgres postgres"
@@ -514,12 +332,7 @@ main() {
 
     print_header
 
-    # Warm the buffer cache so the first measured run is not the cold one.
-    if [[ $WARMUP -gt 0 ]]; then
-        log "warm-up: ${WARMUP}s direct ..."
-        pgbench -n -S -M "$MODE" -T "$WARMUP" -c 2 -j 2 -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres \
-            >"$TMP/warmup.log" 2>&1 || { cat "$TMP/warmup.log" >&2; die "warm-up pgbench failed"; }
-    fi
+    warm_up "$MODE"
 
     local sc label clients threads
     for sc in "${SCENARIOS[@]}"; do
@@ -533,10 +346,7 @@ main() {
         report_scenario "$label" "$clients" "$threads"
     done
     echo
-    echo "load avg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    if grep -q ' FAIL ' "$RESULTS"; then
-        echo "WARNING: $(grep -c ' FAIL ' "$RESULTS") pgbench run(s) failed; see stderr"
-    fi
+    print_footer
 }
 
 main "$@"
