@@ -111,15 +111,18 @@ find_pg_bindir() {
 }
 
 # A free TCP port on 127.0.0.1, different from the ones handed out before.
-USED_PORTS=" "
+# Ports come from 20000-32767, below Linux's ephemeral range (32768-60999),
+# so an outgoing connection of another process cannot take one between
+# this check and the bind. Called as $(free_port), so it runs in a subshell
+# and cannot remember earlier answers: the used ports are kept in a file.
 free_port() {
-    local port
+    local port used=${TMP:-/tmp}/.used_ports
     for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        [[ $USED_PORTS == *" $port "* ]] && continue
+        port=$((20000 + RANDOM % 12768))
+        [[ -f $used ]] && grep -qx "$port" "$used" && continue
         # A successful connect means something listens there.
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            USED_PORTS+="$port "
+            echo "$port" >>"$used"
             echo "$port"
             return 0
         fi
