@@ -270,3 +270,34 @@ async fn a_pgbranch_schema_owned_by_an_untrusted_role_is_never_run() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither a superuser"));
 }
+
+#[tokio::test]
+async fn ddl_hidden_in_a_do_block_is_not_recorded_but_shows_as_drift() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(test_config()).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE TABLE seen (x int)").await.unwrap();
+    c.simple_query("DO $$ BEGIN EXECUTE 'CREATE TABLE hidden (x int)'; END $$")
+        .await
+        .unwrap();
+    let direct = connect(&cluster().direct(&db)).await;
+    let recorded: Vec<String> = direct
+        .query(
+            "SELECT object_identity FROM pgbranch.schema_history WHERE action = 'create'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(recorded, ["public.seen"]);
+    let drift: Vec<(String, String)> = c
+        .query("SHOW SCHEMA DRIFT", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("identity"), r.get("change")))
+        .collect();
+    assert_eq!(drift, [("public.hidden".to_string(), "added".to_string())]);
+}
