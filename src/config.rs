@@ -69,6 +69,7 @@ pub struct Config {
     pub embedded: EmbeddedConfig,
     pub log: LogConfig,
     pub history: HistoryConfig,
+    pub branches: BranchesConfig,
     pub metrics: MetricsConfig,
 }
 
@@ -89,6 +90,7 @@ impl Default for Config {
             embedded: EmbeddedConfig::default(),
             log: LogConfig::default(),
             history: HistoryConfig::default(),
+            branches: BranchesConfig::default(),
             metrics: MetricsConfig::default(),
         }
     }
@@ -185,6 +187,15 @@ impl Default for HistoryConfig {
     }
 }
 
+/// Schema branches (`docs/branches.md`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BranchesConfig {
+    /// Branches on which DDL sent directly is refused (42501); changes
+    /// reach them by MERGE BRANCH. E.g. `["main"]`.
+    pub protected: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -242,7 +253,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Sections of the config file; `PGBRANCH_<SECTION>_<KEY>` targets them.
-const SECTIONS: [&str; 6] = ["upstream", "tls", "embedded", "log", "history", "metrics"];
+const SECTIONS: [&str; 7] = [
+    "upstream", "tls", "embedded", "log", "history", "branches", "metrics",
+];
 
 /// Overrides from the command line (highest precedence).
 #[derive(Debug, Clone, Default)]

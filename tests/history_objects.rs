@@ -847,7 +847,7 @@ async fn a_plain_role_with_execute_sees_the_same_listing() {
     );
     c.batch_execute(
         "GRANT USAGE ON SCHEMA pgbranch TO pgb_plain;
-         GRANT EXECUTE ON FUNCTION pgbranch.schema_objects(), pgbranch.schema_fingerprint() TO pgb_plain;",
+         GRANT EXECUTE ON FUNCTION pgbranch.schema_objects(name[], name[]), pgbranch.schema_fingerprint() TO pgb_plain;",
     )
     .await
     .unwrap();

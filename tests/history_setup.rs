@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use pgbranch::history::migrate::latest_version;
 
 fn pgbranch_cli(args: &[&str]) -> std::process::Output {
     std::process::Command::new(PGBRANCH_BIN)
@@ -15,6 +16,11 @@ fn pgbranch_cli(args: &[&str]) -> std::process::Output {
 
 fn db_url(db: &str) -> String {
     format!("postgres://postgres@127.0.0.1:{}/{db}", cluster().port)
+}
+
+/// Every migration this build knows, in order.
+fn all_migrations() -> Vec<i32> {
+    (1..=latest_version() as i32).collect()
 }
 
 async fn migrations(db: &str) -> Vec<i32> {
@@ -57,7 +63,7 @@ async fn first_ddl_from_many_connections_sets_up_history_once() {
     for t in tasks {
         t.await.unwrap().expect("every first DDL succeeds");
     }
-    assert_eq!(migrations(&db).await, [1]);
+    assert_eq!(migrations(&db).await, all_migrations());
     let direct = connect(&cluster().direct(&db)).await;
     let versions: Vec<i64> = direct
         .query(
@@ -97,11 +103,14 @@ async fn init_is_idempotent_and_safe_to_race() {
     for out in &outputs {
         assert!(out.status.success(), "{out:?}");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("is at version 1"), "{text}");
+        assert!(
+            text.contains(&format!("is at version {}", latest_version())),
+            "{text}"
+        );
     }
     let out = pgbranch_cli(&["init", "--database-url", &url]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(migrations(&db).await, [1]);
+    assert_eq!(migrations(&db).await, all_migrations());
     let direct = connect(&cluster().direct(&db)).await;
     let baselines: Vec<(i64, String, String)> = direct
         .query(

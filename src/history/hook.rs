@@ -37,12 +37,14 @@ use std::sync::Arc;
 use super::commands;
 use super::migrate::migrate_sql;
 use super::record::{self, Origin};
+use crate::branch::commands as branch_commands;
 use crate::protocol::{backend_tag as bt, frontend_tag as ft, query_message, take_cstr};
 use crate::proxy::hooks::{
     ClientVerdict, HookFactory, Injected, PositionMap, SessionHook, SessionInfo, StatementSet,
 };
 use crate::sql::classify::{classify, may_contain_ddl, Ddl};
 use crate::sql::lexer::Statements;
+use crate::sql::rewrite::{rewrite_schemas, SchemaMap};
 use tracing::warn;
 
 /// A DDL statement seen from the client.
@@ -81,11 +83,17 @@ pub struct HistoryHook {
     /// as the server last reported it (`None`: not since the session
     /// started).
     charset: Option<Charset>,
+    /// On a branch other than main: its schemas, for rewriting names.
+    schemas: Option<SchemaMap>,
+    /// DDL is refused on this branch (`branches.protected`).
+    protected: bool,
 }
 
 impl HistoryHook {
-    pub fn new(info: &SessionInfo) -> Self {
+    pub fn new(info: &SessionInfo, protected: &[String]) -> Self {
         Self {
+            schemas: (!info.schemas.is_empty()).then(|| SchemaMap::new(info.schemas.clone())),
+            protected: protected.contains(&info.branch),
             origin: Origin {
                 branch: info.branch.clone(),
                 client_addr: info.peer.clone(),
@@ -112,8 +120,57 @@ impl HistoryHook {
         migrate_sql()
     }
 
+    /// A branch command's replacement text, and whether the metadata
+    /// check must run first.
+    fn branch_command(&self, sql: &[u8]) -> Option<(String, bool)> {
+        let command = branch_commands::parse(sql)?;
+        Some(match command {
+            Ok(c) => branch_commands::to_sql(
+                &c,
+                &branch_commands::Context {
+                    branch: &self.origin.branch,
+                    client_addr: Some(&self.origin.client_addr),
+                    statement: &String::from_utf8_lossy(sql),
+                },
+            ),
+            Err(e) => (branch_commands::raise_sql(&e), false),
+        })
+    }
+
+    /// The statement that refuses DDL on a protected branch.
+    fn protected_error(&self) -> String {
+        branch_commands::raise_sql(&branch_commands::Invalid {
+            code: "42501",
+            message: format!(
+                "branch \"{}\" is protected: schema changes reach it only by MERGE BRANCH",
+                self.origin.branch
+            ),
+            hint: Some(format!(
+                "CREATE BRANCH my-change FROM {0}, change the schema there, then MERGE BRANCH my-change INTO {0}.",
+                self.origin.branch
+            )),
+        })
+    }
+
     fn on_query(&mut self, body: &[u8]) -> ClientVerdict {
         let sql = take_cstr(body).map_or(body, |(s, _)| s);
+        if let Some((text, check)) = self.branch_command(sql) {
+            let text = if check {
+                format!("{};\n{text}", self.ensure_sql())
+            } else {
+                text
+            };
+            return ClientVerdict {
+                replace: Some(query_message(&text)),
+                swallow_statements: if check {
+                    [0].into_iter().collect()
+                } else {
+                    StatementSet::default()
+                },
+                positions: Some(Arc::new(all_ours())),
+                ..ClientVerdict::default()
+            };
+        }
         if let Some(rewritten) = commands::rewrite(sql, &self.origin.branch) {
             // The text is all the proxy's: positions point at its start.
             return ClientVerdict {
@@ -122,6 +179,26 @@ impl HistoryHook {
                 ..ClientVerdict::default()
             };
         }
+        // A branch session names its schemas' copies.
+        let mapped = self
+            .schemas
+            .as_ref()
+            .and_then(|m| rewrite_schemas(sql, m, self.standard_strings));
+        let Some(mapped) = mapped else {
+            return self.on_query_text(sql);
+        };
+        let mut verdict = self.on_query_text(&mapped.sql);
+        if verdict.replace.is_none() {
+            let mut message = Vec::with_capacity(mapped.sql.len() + 6);
+            let mut text = mapped.sql;
+            text.push(0);
+            crate::protocol::put_message(&mut message, ft::QUERY, &text);
+            verdict.replace = Some(message);
+        }
+        verdict
+    }
+
+    fn on_query_text(&mut self, sql: &[u8]) -> ClientVerdict {
         if !may_contain_ddl(sql) {
             return ClientVerdict::forward();
         }
@@ -132,6 +209,13 @@ impl HistoryHook {
             .collect();
         if ddls.iter().all(Option::is_none) {
             return ClientVerdict::forward();
+        }
+        if self.protected {
+            return ClientVerdict {
+                replace: Some(query_message(&self.protected_error())),
+                positions: Some(Arc::new(all_ours())),
+                ..ClientVerdict::default()
+            };
         }
         if let [Some(ddl)] = ddls.as_slice() {
             if ddl.non_transactional {
@@ -250,32 +334,65 @@ impl HistoryHook {
             return ClientVerdict::forward();
         };
         self.statements.remove(name);
-        if let Some(rewritten) = commands::rewrite(sql, &self.origin.branch) {
+        let parse_message = |text: &[u8]| {
             let mut parse = name.to_vec();
             parse.push(0);
-            parse.extend_from_slice(rewritten.as_bytes());
+            parse.extend_from_slice(text);
             parse.push(0);
             parse.extend_from_slice(params);
             let mut message = Vec::new();
             crate::protocol::put_message(&mut message, ft::PARSE, &parse);
+            message
+        };
+        // A branch command's metadata check runs before its Parse, as the
+        // proxy's own statement.
+        if let Some((text, check)) = self.branch_command(sql) {
             return ClientVerdict {
-                replace: Some(message),
+                before: if check {
+                    record::extended_frames(self.ensure_sql().as_bytes(), &[])
+                } else {
+                    Vec::new()
+                },
+                replace: Some(parse_message(text.as_bytes())),
                 positions: Some(Arc::new(all_ours())),
                 ..ClientVerdict::default()
             };
         }
+        if let Some(rewritten) = commands::rewrite(sql, &self.origin.branch) {
+            return ClientVerdict {
+                replace: Some(parse_message(rewritten.as_bytes())),
+                positions: Some(Arc::new(all_ours())),
+                ..ClientVerdict::default()
+            };
+        }
+        let mapped = self
+            .schemas
+            .as_ref()
+            .and_then(|m| rewrite_schemas(sql, m, self.standard_strings));
+        let sql: &[u8] = mapped.as_ref().map_or(sql, |m| &m.sql);
+        let mut verdict = ClientVerdict::forward();
         if may_contain_ddl(sql) {
             // A prepared statement holds one statement at most.
             let ranges = self.split(sql);
             if let [range] = ranges.as_slice() {
                 if let Some(ddl) = classify(&sql[range.clone()]).filter(|d| !d.temporary) {
+                    if self.protected {
+                        return ClientVerdict {
+                            replace: Some(parse_message(self.protected_error().as_bytes())),
+                            positions: Some(Arc::new(all_ours())),
+                            ..ClientVerdict::default()
+                        };
+                    }
                     let text = sql[range.clone()].to_vec();
                     self.statements
                         .insert(name.to_vec(), Arc::new(Captured { text, ddl }));
                 }
             }
         }
-        ClientVerdict::forward()
+        if mapped.is_some() {
+            verdict.replace = Some(parse_message(sql));
+        }
+        verdict
     }
 
     fn on_bind(&mut self, body: &[u8]) {
@@ -670,10 +787,14 @@ impl Charset {
 }
 
 /// Creates a [`HistoryHook`] per session.
-pub struct HistoryHooks;
+#[derive(Default)]
+pub struct HistoryHooks {
+    /// Branches on which DDL is refused.
+    pub protected: Vec<String>,
+}
 
 impl HookFactory for HistoryHooks {
     fn create(&self, info: &SessionInfo) -> Box<dyn SessionHook> {
-        Box::new(HistoryHook::new(info))
+        Box::new(HistoryHook::new(info, &self.protected))
     }
 }

@@ -52,6 +52,7 @@ pub mod backend_tag {
     pub const COMMAND_COMPLETE: u8 = b'C';
     pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
     pub const PORTAL_SUSPENDED: u8 = b's';
+    pub const DATA_ROW: u8 = b'D';
     pub const PARSE_COMPLETE: u8 = b'1';
     pub const BIND_COMPLETE: u8 = b'2';
     pub const CLOSE_COMPLETE: u8 = b'3';

@@ -270,6 +270,8 @@ pub struct SessionInfo {
     pub branch: String,
     pub application_name: Option<String>,
     pub peer: String,
+    /// On a branch other than main: its schemas, (logical, physical).
+    pub schemas: Vec<(String, String)>,
 }
 
 /// Factory for [`NoHook`].

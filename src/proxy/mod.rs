@@ -25,6 +25,9 @@ pub struct ProxyContext {
     pub cancel: Arc<cancel::CancelMap>,
     pub hooks: Arc<dyn hooks::HookFactory>,
     pub metrics: Arc<crate::metrics::ProxyMetrics>,
+    /// Per database: the versioned schemas its branches copy, as the
+    /// database last said (`public` until then).
+    pub versioned_schemas: dashmap::DashMap<String, Vec<String>>,
     /// Graceful shutdown: stop accepting, close sessions when idle.
     pub shutdown: CancellationToken,
     /// The shutdown timeout passed: close every session now.

@@ -73,7 +73,9 @@ impl Server {
     /// The hooks follow the configuration: DDL history when enabled.
     pub async fn bind(config: Config, upstream_url: &str) -> Result<Self, StartError> {
         let hooks: Arc<dyn HookFactory> = if config.history.enabled {
-            Arc::new(HistoryHooks)
+            Arc::new(HistoryHooks {
+                protected: config.branches.protected.clone(),
+            })
         } else {
             Arc::new(NoHooks)
         };
@@ -140,6 +142,7 @@ impl Server {
             cancel: Arc::new(CancelMap::default()),
             hooks,
             metrics: ProxyMetrics::new(),
+            versioned_schemas: dashmap::DashMap::new(),
             shutdown: CancellationToken::new(),
             force: CancellationToken::new(),
         });

@@ -19,6 +19,7 @@ use super::relay::{Relay, RelayEnd, RelayParams};
 use super::selection::{self, Selection, DEFAULT_BRANCH};
 use super::stream::Stream;
 use super::ProxyContext;
+use crate::branch;
 use crate::config::ClientTlsMode;
 use crate::metrics::{Refusal, SessionGuard};
 use crate::protocol::backend::{auth, error_is_fatal, sasl_without_plus, BackendKey, PgError};
@@ -300,19 +301,6 @@ fn startup_checks(
         }
     }
     let selection = selection::extract(&mut startup)?;
-    if selection.branch != DEFAULT_BRANCH {
-        return Err(PgError::fatal(
-            "3D000",
-            format!("branch \"{}\" does not exist", selection.branch),
-        )
-        .with_detail(format!(
-            "selected by {}",
-            selection.branch_source.unwrap_or("default")
-        ))
-        .with_hint(
-            "this pgbranch version serves only the branch \"main\"; connect without a branch selection",
-        ));
-    }
     if let Some(as_of) = &selection.as_of {
         return Err(PgError::fatal(
             "0A000",
@@ -326,7 +314,7 @@ fn startup_checks(
 async fn connect_and_authenticate(
     ctx: &ProxyContext,
     mut client: Stream,
-    startup: StartupMessage,
+    mut startup: StartupMessage,
     selection: Selection,
     peer: &str,
 ) -> Result<Established, HandshakeError> {
@@ -356,6 +344,20 @@ async fn connect_and_authenticate(
             return Err(err.into());
         }
     };
+    // A branch session's search_path goes in the startup packet, so that
+    // it holds from the first statement on and RESET returns to it.
+    let client_path = startup.get_str("search_path");
+    let assumed = (selection.branch != DEFAULT_BRANCH).then(|| {
+        let logical = ctx
+            .versioned_schemas
+            .get(&database)
+            .map(|v| v.clone())
+            .unwrap_or_else(|| vec!["public".to_string()]);
+        let schemas = branch::assumed_schemas(&logical, &selection.branch);
+        let path = branch::branch_search_path(client_path.as_deref(), &schemas);
+        startup.set("search_path", path.into_bytes());
+        schemas
+    });
     upstream.write_all(&startup.encode()).await?;
     upstream.flush().await?;
 
@@ -444,6 +446,34 @@ async fn connect_and_authenticate(
                     let err = PgError::fatal("08P01", "the database server sent no BackendKeyData");
                     return Err(fail(&mut client, &mut to_client, err).await);
                 };
+                let mut body = body;
+                let mut schemas = Vec::new();
+                if let Some(assumed) = &assumed {
+                    let entered = enter_branch(
+                        &mut upstream,
+                        &mut reader,
+                        &selection.branch,
+                        assumed,
+                        client_path.as_deref(),
+                    )
+                    .await;
+                    match entered {
+                        Ok((pairs, ready)) => {
+                            let logical = pairs.iter().map(|(l, _)| l.clone()).collect();
+                            ctx.versioned_schemas.insert(database.clone(), logical);
+                            schemas = pairs;
+                            body = ready;
+                        }
+                        Err(EnterError::Refused(error)) => {
+                            to_client.extend_from_slice(&error);
+                            let _ = client.write_all(&to_client).await;
+                            let _ = client.flush().await;
+                            ctx.metrics.refused(Refusal::Rejected);
+                            return Err(HandshakeError::Done);
+                        }
+                        Err(EnterError::Handshake(e)) => return Err(e),
+                    }
+                }
                 put_message(&mut to_client, tag, &body);
                 client.write_all(&to_client).await?;
                 client.flush().await?;
@@ -456,6 +486,7 @@ async fn connect_and_authenticate(
                     branch: selection.branch,
                     application_name,
                     peer: peer.to_string(),
+                    schemas,
                 };
                 debug!("session established");
                 return Ok(Established {
@@ -472,6 +503,145 @@ async fn connect_and_authenticate(
             _ => put_message(&mut to_client, tag, &body),
         }
     }
+}
+
+/// Why a branch session could not start.
+enum EnterError {
+    /// A complete ErrorResponse (FATAL) for the client.
+    Refused(Vec<u8>),
+    Handshake(HandshakeError),
+}
+
+impl From<HandshakeError> for EnterError {
+    fn from(e: HandshakeError) -> Self {
+        EnterError::Handshake(e)
+    }
+}
+
+impl From<std::io::Error> for EnterError {
+    fn from(e: std::io::Error) -> Self {
+        EnterError::Handshake(e.into())
+    }
+}
+
+/// Runs `query` on the upstream before the session starts: its rows (text
+/// columns) and the final ReadyForQuery body, or the server's error.
+async fn run_startup_query(
+    upstream: &mut Stream,
+    reader: &mut UpstreamReader,
+    query: &[u8],
+) -> Result<Result<(Vec<Vec<String>>, Vec<u8>), Vec<u8>>, HandshakeError> {
+    upstream.write_all(query).await?;
+    upstream.flush().await?;
+    let mut rows = Vec::new();
+    let mut error = None;
+    loop {
+        let (tag, body) = reader.next(upstream).await?;
+        match tag {
+            bt::DATA_ROW => rows.push(data_row_text(&body)),
+            bt::ERROR_RESPONSE => error = Some(body),
+            bt::READY_FOR_QUERY => {
+                return Ok(match error {
+                    Some(e) => Err(e),
+                    None => Ok((rows, body)),
+                })
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The text columns of a DataRow (NULL as empty).
+fn data_row_text(body: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    if body.len() < 2 {
+        return out;
+    }
+    let n = u16::from_be_bytes([body[0], body[1]]) as usize;
+    let mut at = 2;
+    for _ in 0..n {
+        if at + 4 > body.len() {
+            break;
+        }
+        let len = read_u32(body, at) as i32;
+        at += 4;
+        if len < 0 {
+            out.push(String::new());
+            continue;
+        }
+        let end = (at + len as usize).min(body.len());
+        out.push(String::from_utf8_lossy(&body[at..end]).into_owned());
+        at = end;
+    }
+    out
+}
+
+/// Checks the session's branch in the database (and marks the session as
+/// using it); corrects the search_path when the branch's schemas are not
+/// the ones assumed in the startup packet. One round trip in the common
+/// case, before the client is told it is connected.
+async fn enter_branch(
+    upstream: &mut Stream,
+    reader: &mut UpstreamReader,
+    branch: &str,
+    assumed: &[(String, String)],
+    client_path: Option<&str>,
+) -> Result<(Vec<(String, String)>, Vec<u8>), EnterError> {
+    let (rows, mut ready) = match run_startup_query(upstream, reader, &branch::enter_query(branch))
+        .await?
+    {
+        Ok(r) => r,
+        Err(error) => {
+            let code = crate::protocol::backend::error_code(&error);
+            // No pgbranch schema (or one from before branches): the
+            // database has no branches yet.
+            if matches!(code.as_deref(), Some("3F000" | "42883")) {
+                let mut out = Vec::new();
+                PgError::fatal("3D000", format!("branch \"{branch}\" does not exist"))
+                        .with_hint(format!(
+                            "Create it with CREATE BRANCH {} (connected to main), or \"pgbranch branch create {branch}\".",
+                            branch::quote_ident(branch)
+                        ))
+                        .encode(&mut out);
+                return Err(EnterError::Refused(out));
+            }
+            return Err(EnterError::Refused(as_fatal(&error)));
+        }
+    };
+    let schemas: Vec<(String, String)> = rows
+        .into_iter()
+        .filter_map(|r| match r.as_slice() {
+            [l, p] => Some((l.clone(), p.clone())),
+            _ => None,
+        })
+        .collect();
+    if schemas != assumed {
+        let path = branch::branch_search_path(client_path, &schemas);
+        match run_startup_query(upstream, reader, &branch::set_path_query(&path)).await? {
+            Ok((_, r)) => ready = r,
+            Err(error) => return Err(EnterError::Refused(as_fatal(&error))),
+        }
+    }
+    Ok((schemas, ready))
+}
+
+/// An ErrorResponse message with the server's fields, made FATAL: the
+/// session ends with it.
+fn as_fatal(body: &[u8]) -> Vec<u8> {
+    let mut fields = Vec::with_capacity(body.len() + 8);
+    for (code, value) in crate::protocol::backend::error_fields(body) {
+        fields.push(code);
+        if code == b'S' || code == b'V' {
+            fields.extend_from_slice(b"FATAL");
+        } else {
+            fields.extend_from_slice(value.as_bytes());
+        }
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut out = Vec::new();
+    put_message(&mut out, bt::ERROR_RESPONSE, &fields);
+    out
 }
 
 /// Ends the handshake: the messages queued for the client go out followed

@@ -1,10 +1,13 @@
-//! SQL inspection: statement splitting and DDL classification (no I/O).
+//! SQL inspection and rewriting: statement splitting, DDL classification
+//! and schema-name mapping for branches (no I/O).
 //!
 //! [`lexer`] splits a Query string into statements the way the server
-//! counts them; [`classify`](mod@classify) says which of them change the schema and how.
+//! counts them; [`classify`](mod@classify) says which of them change the schema and how;
+//! [`rewrite`] maps logical schema names to a branch's physical ones.
 
 pub mod classify;
 pub mod lexer;
+pub mod rewrite;
 
 pub use classify::{classify, is_ddl, may_contain_ddl, Action, Ddl, ObjectType};
 pub use lexer::{split_statements, Lexer, Statements, Token, TokenKind};

@@ -290,7 +290,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgbranch FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgbranch TO PUBLIC;
 GRANT EXECUTE ON FUNCTION pgbranch.ddl_begin(text, text),
     pgbranch.record_ddl(text, text, text, text, text, text, text, bigint),
-    pgbranch.schema_objects(), pgbranch.schema_fingerprint(), pgbranch.catalog_stamp(),
+    pgbranch.schema_objects(name[], name[]), pgbranch.schema_fingerprint(), pgbranch.catalog_stamp(),
     pgbranch.drift(text), pgbranch.definition_at(text, text, bigint),
     pgbranch.state_fingerprint(text)
     TO PUBLIC;

@@ -46,7 +46,11 @@
 -- search_path, and they need no privilege beyond reading the catalogs.
 -- Catalog columns used exist in PostgreSQL 13 to 17.
 
-CREATE OR REPLACE FUNCTION pgbranch.schema_objects()
+-- p_include: only these schemas (NULL: all); p_exclude: not these (used
+-- to keep branches' schemas out of main's listing). Migration 2 gave the
+-- function these parameters; the old signature is dropped first.
+DROP FUNCTION IF EXISTS pgbranch.schema_objects();
+CREATE OR REPLACE FUNCTION pgbranch.schema_objects(p_include name[] DEFAULT NULL, p_exclude name[] DEFAULT NULL)
 RETURNS TABLE (object_type text, identity text, definition text)
 -- plpgsql rather than sql: a sql function is planned on every call (12-15
 -- ms of ~30 at 200 tables); RETURN QUERY keeps the plan for the session.
@@ -76,6 +80,8 @@ nsp AS (
     FROM pg_namespace n
     WHERE left(n.nspname, 3) <> 'pg_'
       AND n.nspname NOT IN ('information_schema', 'pgbranch', 'pgbranch_history')
+      AND (p_include IS NULL OR n.nspname = ANY (p_include))
+      AND (p_exclude IS NULL OR n.nspname <> ALL (p_exclude))
 ),
 -- Relations in those schemas, extension members left out.
 rel AS (

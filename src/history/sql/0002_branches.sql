@@ -1,0 +1,846 @@
+-- pgbranch metadata, migration 2: schema branches.
+--
+-- Branch main is the versioned schemas themselves (public by default).
+-- Branch b owns one schema per versioned schema, named <schema>@<b>
+-- (always written quoted), recorded in pgbranch.branch_schemas.
+--
+-- Branch commands run as the caller (SECURITY INVOKER): creating a branch
+-- creates schemas and objects with the caller's own privileges, so a role
+-- that may not create schemas cannot create branches. Only the rows of
+-- the pgbranch tables are written by SECURITY DEFINER functions, and those
+-- check that the caller owns what the rows describe.
+
+ALTER TABLE pgbranch.branches
+    ADD COLUMN parent text REFERENCES pgbranch.branches (name),
+    ADD COLUMN parent_version bigint,
+    ADD COLUMN created_by name NOT NULL DEFAULT session_user,
+    ADD COLUMN with_data boolean NOT NULL DEFAULT false;
+
+CREATE TABLE pgbranch.branch_schemas (
+    branch   text NOT NULL REFERENCES pgbranch.branches (name),
+    -- The schema's name as the branch's sessions write it (public).
+    logical  name NOT NULL,
+    -- The schema that holds it on this branch (public@feature).
+    physical name NOT NULL UNIQUE,
+    PRIMARY KEY (branch, logical)
+);
+INSERT INTO pgbranch.branch_schemas (branch, logical, physical)
+VALUES ('main', 'public', 'public');
+
+-- Key space of the advisory locks that mark a branch in use: a session on
+-- a branch holds a shared lock (pgbr, hashtext(name)) for its lifetime.
+CREATE FUNCTION pgbranch.lock_space() RETURNS integer
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS 'SELECT 1885827698';
+
+CREATE FUNCTION pgbranch.check_branch_name(p_name text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF p_name IS NULL OR p_name !~ '^[A-Za-z0-9_./-]{1,40}$' THEN
+        RAISE EXCEPTION USING ERRCODE = '42602',
+            MESSAGE = format('invalid branch name %s', coalesce(quote_literal(p_name), 'NULL')),
+            HINT = 'Branch names use letters, digits, ''-'', ''_'', ''.'' and ''/'', at most 40 characters.';
+    END IF;
+END
+$fn$;
+
+-- p_text with every schema-qualified name of p_from[i] replaced by
+-- p_to[i] (both unquoted names; written as quote_ident writes them). Used
+-- on definitions PostgreSQL printed with search_path = pg_catalog, where
+-- every name outside pg_catalog is qualified; names inside string
+-- literals and function bodies are mapped too (nextval('public.s'),
+-- qualified names in plpgsql bodies).
+CREATE FUNCTION pgbranch.map_qualified(p_text text, p_from name[], p_to name[]) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v text := p_text;
+    i integer;
+    v_from text;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_from, 1), 0) LOOP
+        IF p_from[i] = p_to[i] THEN
+            CONTINUE;
+        END IF;
+        v_from := quote_ident(p_from[i]);
+        IF left(v_from, 1) = '"' THEN
+            -- A quoted name is unambiguous wherever it occurs.
+            v := replace(v, v_from || '.', quote_ident(p_to[i]) || '.');
+        ELSE
+            v := regexp_replace(v,
+                '(^|[^[:alnum:]_$".])' || regexp_replace(v_from, '([^[:alnum:]_])', '\\\1', 'g') || '\.',
+                '\1' || replace(quote_ident(p_to[i]), '\', '\\') || '.', 'g');
+        END IF;
+        -- SET search_path clauses of functions: 'public', 'public@b' (each
+        -- element a literal of the plain name).
+        v := regexp_replace(v, '(SET search_path TO [^\n]*)''(?:'
+                                || regexp_replace(replace(p_from[i], '''', ''''''), '([^[:alnum:]_])', '\\\1', 'g') || '|'
+                                || regexp_replace(replace(v_from, '''', ''''''), '([^[:alnum:]_])', '\\\1', 'g') || ')''',
+                            '\1''' || replace(replace(p_to[i], '''', ''''''), '\', '\\') || '''', 'g');
+    END LOOP;
+    RETURN v;
+END
+$fn$;
+
+-- The reverse for a branch's own listing: physical names back to logical
+-- ones (quoted physical names are distinctive: they hold an @).
+CREATE FUNCTION pgbranch.unmap(p_text text, p_physical name[], p_logical name[]) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v text := p_text;
+    i integer;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_physical, 1), 0) LOOP
+        IF p_physical[i] <> p_logical[i] THEN
+            v := replace(v, quote_ident(p_physical[i]), quote_ident(p_logical[i]));
+            -- search_path values are literals of the plain name.
+            v := replace(v, '''' || replace(p_physical[i], '''', '''''') || '''',
+                         '''' || replace(p_logical[i], '''', '''''') || '''');
+        END IF;
+    END LOOP;
+    RETURN v;
+END
+$fn$;
+
+-- The objects of a branch, named as its sessions name them (logical
+-- schema names). main: every schema except other branches' (p_versioned:
+-- only main's versioned schemas); another branch: its own schemas.
+CREATE FUNCTION pgbranch.branch_objects(p_branch text, p_versioned boolean DEFAULT false)
+RETURNS TABLE (object_type text, identity text, definition text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET jit = off AS $fn$
+DECLARE
+    v_physical name[];
+    v_logical  name[];
+    v_others   name[];
+BEGIN
+    SELECT array_agg(s.physical ORDER BY s.logical), array_agg(s.logical ORDER BY s.logical)
+    INTO v_physical, v_logical
+    FROM pgbranch.branch_schemas s WHERE s.branch = p_branch;
+    IF p_branch = 'main' THEN
+        SELECT array_agg(s.physical) INTO v_others
+        FROM pgbranch.branch_schemas s WHERE s.branch <> 'main';
+        RETURN QUERY SELECT o.object_type, o.identity, o.definition
+            FROM pgbranch.schema_objects(CASE WHEN p_versioned THEN coalesce(v_physical, '{}') END, v_others) o;
+    ELSE
+        RETURN QUERY SELECT o.object_type,
+                            pgbranch.unmap(o.identity, v_physical, v_logical),
+                            pgbranch.unmap(o.definition, v_physical, v_logical)
+            FROM pgbranch.schema_objects(coalesce(v_physical, '{}'), NULL) o;
+    END IF;
+END
+$fn$;
+
+CREATE FUNCTION pgbranch.branch_fingerprint(p_branch text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT md5(coalesce(string_agg(
+               o.object_type || E'\x1f' || o.identity || E'\x1f' || md5(coalesce(o.definition, '')),
+               E'\x1e' ORDER BY o.object_type COLLATE "C", o.identity COLLATE "C"), ''))
+    FROM pgbranch.branch_objects(p_branch) o
+$fn$;
+
+-- History functions of migration 1, now per branch.
+CREATE OR REPLACE FUNCTION pgbranch.write_version(
+    p_branch text, p_version bigint, p_statement text, p_tag text,
+    p_object_type text, p_identity text, p_action text, p_client_addr text
+) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_identity text := p_identity;
+    v_count    bigint;
+    v_one      text;
+    v_fp       text;
+BEGIN
+    INSERT INTO pgbranch.schema_history (
+        branch, version, statement, command_tag, object_type, object_identity,
+        action, role, set_role, application_name, client_addr, backend_pid,
+        transaction_id, fingerprint)
+    VALUES (
+        p_branch, p_version, p_statement, p_tag, p_object_type, p_identity,
+        p_action, session_user, nullif(current_setting('role'), 'none'),
+        current_setting('application_name'), p_client_addr, pg_backend_pid(),
+        txid_current(), '');
+
+    INSERT INTO pgbranch.object_versions (branch, version, object_type, identity, definition)
+    SELECT p_branch, p_version,
+           coalesce(l.object_type, s.object_type), coalesce(l.identity, s.identity),
+           l.definition
+    FROM pgbranch.branch_objects(p_branch) l
+    FULL JOIN (SELECT * FROM pgbranch.object_state WHERE branch = p_branch) s
+           ON s.object_type = l.object_type AND s.identity = l.identity
+    WHERE l.definition IS DISTINCT FROM s.definition;
+
+    DELETE FROM pgbranch.object_state s
+    USING pgbranch.object_versions o
+    WHERE o.branch = p_branch AND o.version = p_version
+      AND s.branch = p_branch AND s.object_type = o.object_type AND s.identity = o.identity;
+    INSERT INTO pgbranch.object_state (branch, object_type, identity, definition, version)
+    SELECT branch, object_type, identity, definition, version
+    FROM pgbranch.object_versions
+    WHERE branch = p_branch AND version = p_version AND definition IS NOT NULL;
+
+    v_fp := pgbranch.state_fingerprint(p_branch);
+
+    -- The statement named the object as written; when exactly one object
+    -- of that type changed, record PostgreSQL's canonical identity instead.
+    SELECT count(*), min(identity) INTO v_count, v_one
+    FROM pgbranch.object_versions
+    WHERE branch = p_branch AND version = p_version
+      -- pg_identify_object calls a domain a type.
+      AND object_type = CASE p_object_type WHEN 'domain' THEN 'type' ELSE p_object_type END;
+    IF v_count = 1 AND p_action NOT IN ('baseline', 'drift') THEN
+        v_identity := v_one;
+    END IF;
+
+    UPDATE pgbranch.schema_history
+    SET fingerprint = v_fp, object_identity = v_identity
+    WHERE branch = p_branch AND version = p_version;
+    UPDATE pgbranch.branches
+    SET fingerprint = v_fp, catalog_stamp = pgbranch.catalog_stamp()
+    WHERE name = p_branch;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION pgbranch.ddl_begin(p_branch text, p_client_addr text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_version bigint;
+    v_fp      text;
+    v_stamp   text;
+    v_now     text;
+BEGIN
+    SELECT version, fingerprint, catalog_stamp INTO v_version, v_fp, v_stamp
+    FROM pgbranch.branches WHERE name = p_branch FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '3D000',
+            MESSAGE = format('pgbranch: branch "%s" does not exist', p_branch);
+    END IF;
+    v_now := pgbranch.catalog_stamp();
+    IF v_now IS NOT DISTINCT FROM v_stamp THEN
+        RETURN;
+    END IF;
+    IF v_fp IS NOT DISTINCT FROM pgbranch.branch_fingerprint(p_branch) THEN
+        UPDATE pgbranch.branches SET catalog_stamp = v_now WHERE name = p_branch;
+    ELSE
+        UPDATE pgbranch.branches SET version = version + 1 WHERE name = p_branch
+        RETURNING version INTO v_version;
+        PERFORM pgbranch.write_version(p_branch, v_version,
+            '-- schema changes made without pgbranch', 'DRIFT', '', '',
+            'drift', p_client_addr);
+    END IF;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION pgbranch.drift(p_branch text DEFAULT 'main')
+RETURNS TABLE (object_type text, identity text, change text,
+               recorded_definition text, live_definition text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT coalesce(l.object_type, s.object_type), coalesce(l.identity, s.identity),
+           CASE WHEN s.identity IS NULL THEN 'added'
+                WHEN l.identity IS NULL THEN 'dropped'
+                ELSE 'changed' END,
+           s.definition, l.definition
+    FROM pgbranch.branch_objects(p_branch) l
+    FULL JOIN (SELECT * FROM pgbranch.object_state WHERE branch = p_branch) s
+           ON s.object_type = l.object_type AND s.identity = l.identity
+    WHERE l.definition IS DISTINCT FROM s.definition
+    ORDER BY 1, 2
+$fn$;
+
+-- A branch session's statements reach the server with the branch's
+-- schema names; they are recorded as the client wrote them (logical).
+CREATE OR REPLACE FUNCTION pgbranch.record_ddl(
+    p_branch text, p_statement text, p_tag text, p_object_type text,
+    p_identity text, p_action text, p_client_addr text, p_rows bigint DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_version   bigint;
+    v_statement text := p_statement;
+BEGIN
+    UPDATE pgbranch.branches SET version = version + 1 WHERE name = p_branch
+    RETURNING version INTO v_version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '3D000',
+            MESSAGE = format('pgbranch: branch "%s" does not exist', p_branch);
+    END IF;
+    IF p_branch <> 'main' THEN
+        SELECT pgbranch.unmap(p_statement, array_agg(s.physical), array_agg(s.logical))
+        INTO v_statement
+        FROM pgbranch.branch_schemas s WHERE s.branch = p_branch;
+    END IF;
+    PERFORM pgbranch.write_version(p_branch, v_version, v_statement,
+        CASE WHEN p_rows IS NULL THEN p_tag ELSE p_tag || ' ' || p_rows END,
+        p_object_type, p_identity, p_action, p_client_addr);
+    RETURN v_version;
+END
+$fn$;
+
+-- Splits SQL that PostgreSQL printed into statements (each ending in ';'),
+-- minding quotes, dollar quotes, comments and BEGIN ATOMIC bodies.
+CREATE FUNCTION pgbranch.split_sql(p_sql text) RETURNS SETOF text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    b      bytea := convert_to(p_sql, 'UTF8');
+    n      integer := length(b);
+    i      integer := 0;
+    start  integer := 0;
+    c      integer;
+    j      integer;
+    depth  integer := 0;
+    word   text;
+    prev   text := '';
+    tag    bytea;
+    esc    boolean;
+    ident  boolean := false;  -- previous byte is part of an identifier
+BEGIN
+    WHILE i < n LOOP
+        c := get_byte(b, i);
+        IF (c BETWEEN 65 AND 90) OR (c BETWEEN 97 AND 122) OR c = 95 OR c >= 128 THEN
+            IF ident THEN
+                i := i + 1;
+                CONTINUE;
+            END IF;
+            -- A word: read it whole.
+            j := i;
+            WHILE j < n LOOP
+                c := get_byte(b, j);
+                EXIT WHEN NOT ((c BETWEEN 65 AND 90) OR (c BETWEEN 97 AND 122) OR c = 95
+                               OR c >= 128 OR (c BETWEEN 48 AND 57) OR c = 36);
+                j := j + 1;
+            END LOOP;
+            IF j < n AND get_byte(b, j) = 39 AND j - i = 1 THEN
+                -- E'...' and friends: the quote is read next.
+                ident := false;
+                i := j;
+                CONTINUE;
+            END IF;
+            word := upper(convert_from(substring(b FROM i + 1 FOR j - i), 'UTF8'));
+            IF word = 'ATOMIC' AND prev = 'BEGIN' THEN
+                depth := depth + 1;
+            ELSIF word = 'CASE' AND depth > 0 THEN
+                depth := depth + 1;
+            ELSIF word = 'END' AND depth > 0 THEN
+                depth := depth - 1;
+            END IF;
+            prev := word;
+            ident := true;
+            i := j;
+            CONTINUE;
+        END IF;
+        IF (c BETWEEN 48 AND 57) THEN
+            i := i + 1;
+            CONTINUE;  -- digits keep `ident` as it was
+        END IF;
+        ident := false;
+        IF c = 39 THEN
+            esc := i > 0 AND get_byte(b, i - 1) IN (69, 101)
+                   AND (i < 2 OR NOT ((get_byte(b, i - 2) BETWEEN 65 AND 90)
+                                      OR (get_byte(b, i - 2) BETWEEN 97 AND 122)
+                                      OR get_byte(b, i - 2) = 95));
+            i := i + 1;
+            WHILE i < n LOOP
+                c := get_byte(b, i);
+                IF esc AND c = 92 THEN
+                    i := i + 2;
+                ELSIF c = 39 THEN
+                    IF i + 1 < n AND get_byte(b, i + 1) = 39 THEN
+                        i := i + 2;
+                    ELSE
+                        EXIT;
+                    END IF;
+                ELSE
+                    i := i + 1;
+                END IF;
+            END LOOP;
+            i := i + 1;
+        ELSIF c = 34 THEN
+            i := i + 1;
+            WHILE i < n LOOP
+                IF get_byte(b, i) = 34 THEN
+                    IF i + 1 < n AND get_byte(b, i + 1) = 34 THEN
+                        i := i + 2;
+                    ELSE
+                        EXIT;
+                    END IF;
+                ELSE
+                    i := i + 1;
+                END IF;
+            END LOOP;
+            i := i + 1;
+            ident := true;
+        ELSIF c = 36 THEN
+            j := i + 1;
+            WHILE j < n LOOP
+                c := get_byte(b, j);
+                EXIT WHEN NOT ((c BETWEEN 65 AND 90) OR (c BETWEEN 97 AND 122) OR c = 95
+                               OR c >= 128 OR (c BETWEEN 48 AND 57));
+                j := j + 1;
+            END LOOP;
+            IF j < n AND get_byte(b, j) = 36
+               AND NOT (j > i + 1 AND get_byte(b, i + 1) BETWEEN 48 AND 57) THEN
+                tag := substring(b FROM i + 1 FOR j - i + 1);
+                c := position(tag IN substring(b FROM j + 2));
+                IF c = 0 THEN
+                    i := n;
+                ELSE
+                    i := j + 1 + c - 1 + length(tag);
+                END IF;
+            ELSE
+                i := i + 1;
+            END IF;
+        ELSIF c = 45 AND i + 1 < n AND get_byte(b, i + 1) = 45 THEN
+            c := position('\x0a'::bytea IN substring(b FROM i + 1));
+            i := CASE WHEN c = 0 THEN n ELSE i + c END;
+        ELSIF c = 47 AND i + 1 < n AND get_byte(b, i + 1) = 42 THEN
+            c := position('\x2a2f'::bytea IN substring(b FROM i + 3));
+            i := CASE WHEN c = 0 THEN n ELSE i + 2 + c + 1 END;
+        ELSIF c = 59 AND depth = 0 THEN
+            RETURN NEXT btrim(convert_from(substring(b FROM start + 1 FOR i - start + 1), 'UTF8'), E' \n\t\r');
+            i := i + 1;
+            start := i;
+        ELSE
+            i := i + 1;
+        END IF;
+    END LOOP;
+    IF btrim(convert_from(substring(b FROM start + 1), 'UTF8'), E' \n\t\r;') <> '' THEN
+        RETURN NEXT btrim(convert_from(substring(b FROM start + 1), 'UTF8'), E' \n\t\r');
+    END IF;
+END
+$fn$;
+
+-- Runs statements grouped by object (p_group), in order within a group,
+-- retrying what fails until a round makes no progress: dependencies
+-- between objects (a view on a view, a serial column's sequence and its
+-- OWNED BY, foreign keys in a cycle) resolve themselves. What never runs
+-- is an error naming the object, and the caller's transaction fails.
+CREATE FUNCTION pgbranch.run_in_order(p_stmts text[], p_group text[], p_what text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    n        integer := coalesce(array_length(p_stmts, 1), 0);
+    done     boolean[] := array_fill(false, ARRAY[greatest(n, 1)]);
+    err      text[] := array_fill(NULL::text, ARRAY[greatest(n, 1)]);
+    state    text[] := array_fill(NULL::text, ARRAY[greatest(n, 1)]);
+    v_state  text;
+    i        integer;
+    progress boolean;
+    left_    integer := n;
+    v_report text := '';
+    v_count  integer := 0;
+BEGIN
+    LOOP
+        progress := false;
+        FOR i IN 1 .. n LOOP
+            CONTINUE WHEN done[i];
+            -- The previous statement of the same object must have run.
+            CONTINUE WHEN i > 1 AND p_group[i - 1] = p_group[i] AND NOT done[i - 1];
+            BEGIN
+                EXECUTE p_stmts[i];
+                done[i] := true;
+                progress := true;
+                left_ := left_ - 1;
+            EXCEPTION WHEN OTHERS THEN
+                err[i] := SQLERRM;
+                state[i] := SQLSTATE;
+            END;
+        END LOOP;
+        EXIT WHEN left_ = 0 OR NOT progress;
+    END LOOP;
+    IF left_ > 0 THEN
+        FOR i IN 1 .. n LOOP
+            IF NOT done[i] AND (i = 1 OR p_group[i - 1] <> p_group[i] OR done[i - 1]) THEN
+                v_count := v_count + 1;
+                -- One SQLSTATE for every failure is the error's own.
+                v_state := CASE WHEN v_count = 1 OR v_state = state[i] THEN state[i] ELSE '55000' END;
+                IF v_count <= 10 THEN
+                    v_report := v_report || format(E'\n%s: %s (in: %s)', p_group[i], err[i], left(p_stmts[i], 200));
+                END IF;
+            END IF;
+        END LOOP;
+        RAISE EXCEPTION USING ERRCODE = coalesce(v_state, '55000'),
+            MESSAGE = format('pgbranch: %s failed for %s object(s)', p_what, v_count),
+            DETAIL = ltrim(v_report, E'\n');
+    END IF;
+END
+$fn$;
+
+-- Order in which object kinds are created.
+CREATE FUNCTION pgbranch.kind_rank(p_type text) RETURNS integer
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT coalesce(array_position(ARRAY[
+        'schema', 'extension', 'type', 'sequence', 'function', 'procedure',
+        'aggregate', 'table', 'foreign table', 'view', 'materialized view',
+        'index', 'trigger', 'policy', 'rule', 'statistics object'], p_type), 100)
+$fn$;
+
+-- Writes the new branch's rows. SECURITY DEFINER: checks that the caller
+-- could create the branch's schemas itself.
+CREATE FUNCTION pgbranch.register_branch(p_name text, p_parent text, p_with_data boolean)
+RETURNS TABLE (logical name, parent_physical name, physical name)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_parent_version bigint;
+    r record;
+BEGIN
+    PERFORM pgbranch.check_branch_name(p_name);
+    IF NOT has_database_privilege(current_database(), 'CREATE') THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('permission denied to create branch "%s"', p_name),
+            DETAIL = format('A branch is a set of schemas, and role %I may not create schemas in database %I.', current_user, current_database()),
+            HINT = 'GRANT CREATE ON DATABASE to the role, or create the branch as a role that has it.';
+    END IF;
+    -- Waits for schema changes in progress on the parent, so the branch
+    -- starts from a committed version.
+    SELECT b.version INTO v_parent_version FROM pgbranch.branches b WHERE b.name = p_parent FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '3D000',
+            MESSAGE = format('branch "%s" does not exist', p_parent),
+            HINT = 'SHOW BRANCHES lists the branches.';
+    END IF;
+    BEGIN
+        INSERT INTO pgbranch.branches (name, parent, parent_version, with_data, version, created_by)
+        VALUES (p_name, p_parent, v_parent_version, p_with_data, 0, session_user);
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION USING ERRCODE = '42710',
+            MESSAGE = format('branch "%s" already exists', p_name);
+    END;
+    FOR r IN SELECT s.logical, s.physical FROM pgbranch.branch_schemas s
+             WHERE s.branch = p_parent ORDER BY s.logical LOOP
+        IF octet_length(r.logical || '@' || p_name) > 63 THEN
+            RAISE EXCEPTION USING ERRCODE = '42622',
+                MESSAGE = format('branch name "%s" is too long for schema %I', p_name, r.logical),
+                DETAIL = format('The branch''s copy of schema %I is named %I, longer than PostgreSQL''s 63 bytes.', r.logical, r.logical || '@' || p_name);
+        END IF;
+        BEGIN
+            INSERT INTO pgbranch.branch_schemas (branch, logical, physical)
+            VALUES (p_name, r.logical, r.logical || '@' || p_name);
+        EXCEPTION WHEN unique_violation THEN
+            RAISE EXCEPTION USING ERRCODE = '42P06',
+                MESSAGE = format('schema %I is already used by another branch', r.logical || '@' || p_name);
+        END;
+        logical := r.logical;
+        parent_physical := r.physical;
+        physical := r.logical || '@' || p_name;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+
+-- Records the new branch's first version (its objects as created).
+-- SECURITY DEFINER: the caller must own the branch's schemas.
+CREATE FUNCTION pgbranch.finish_branch(p_name text, p_statement text, p_client_addr text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    r record;
+BEGIN
+    PERFORM 1 FROM pgbranch.branches WHERE name = p_name AND version = 0 FOR UPDATE;
+    IF NOT FOUND OR EXISTS (SELECT 1 FROM pgbranch.schema_history WHERE branch = p_name) THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('branch "%s" is not being created', p_name);
+    END IF;
+    FOR r IN SELECT s.physical, n.nspowner FROM pgbranch.branch_schemas s
+             LEFT JOIN pg_namespace n ON n.nspname = s.physical
+             WHERE s.branch = p_name LOOP
+        IF r.nspowner IS NULL OR NOT pg_has_role(r.nspowner, 'USAGE') THEN
+            RAISE EXCEPTION USING ERRCODE = '42501',
+                MESSAGE = format('schema %I of branch "%s" is not owned by role %I', r.physical, p_name, current_user);
+        END IF;
+    END LOOP;
+    PERFORM pgbranch.write_version(p_name, 0, p_statement, 'CREATE BRANCH', 'branch',
+        p_name, 'create', p_client_addr);
+END
+$fn$;
+
+-- CREATE BRANCH: copies every object of the parent's versioned schemas
+-- (and with p_with_data their rows) into new schemas, in the caller's
+-- transaction, as the caller. Returns what it copied.
+CREATE FUNCTION pgbranch.create_branch(
+    p_name text, p_parent text DEFAULT 'main', p_with_data boolean DEFAULT false,
+    p_statement text DEFAULT NULL, p_client_addr text DEFAULT NULL
+) RETURNS TABLE (branch text, parent text, objects bigint, tables bigint, rows_copied bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off AS $fn$
+DECLARE
+    v_logical  name[] := '{}';
+    v_from     name[] := '{}';
+    v_to       name[] := '{}';
+    v_stmts    text[] := '{}';
+    v_groups   text[] := '{}';
+    v_objects  bigint := 0;
+    v_tables   bigint := 0;
+    v_rows     bigint := 0;
+    v_n        bigint;
+    v_cols     text;
+    r          record;
+    s          text;
+    v_def      text;
+    v_vals     text;
+BEGIN
+    FOR r IN SELECT * FROM pgbranch.register_branch(p_name, p_parent, p_with_data) LOOP
+        v_logical := v_logical || r.logical;
+        v_from := v_from || r.parent_physical;
+        v_to := v_to || r.physical;
+    END LOOP;
+    FOR i IN 1 .. coalesce(array_length(v_to, 1), 0) LOOP
+        BEGIN
+            EXECUTE format('CREATE SCHEMA %I', v_to[i]);
+        EXCEPTION WHEN duplicate_schema THEN
+            RAISE EXCEPTION USING ERRCODE = '42P06',
+                MESSAGE = format('cannot create branch "%s": schema %I already exists', p_name, v_to[i]),
+                HINT = 'That schema was not made by pgbranch (or its branch was dropped around it); drop or rename it.';
+        END;
+    END LOOP;
+    -- The parent's objects, as printed with search_path = pg_catalog, each
+    -- name mapped to the new schemas. Ownership stays with the caller.
+    FOR r IN SELECT o.object_type, o.identity, o.definition
+             FROM pgbranch.schema_objects(v_from, NULL) o
+             WHERE o.object_type <> 'schema'
+             ORDER BY pgbranch.kind_rank(o.object_type), o.identity COLLATE "C" LOOP
+        v_objects := v_objects + 1;
+        v_def := pgbranch.map_qualified(r.definition, v_from, v_to);
+        IF r.object_type = 'table' THEN
+            -- Foreign keys are added once every table exists (they may
+            -- form cycles): out of the column list, see below.
+            v_def := regexp_replace(v_def,
+                ',\n    CONSTRAINT ("(?:[^"]|"")*"|[^ \n]+) FOREIGN KEY [^\n]*?(?=,\n    |\n\))', '', 'g');
+        END IF;
+        FOR s IN SELECT pgbranch.split_sql(v_def) LOOP
+            CONTINUE WHEN s ~ '^ALTER [A-Z ]+ .* OWNER TO [^;]*;$';
+            v_stmts := v_stmts || s;
+            v_groups := v_groups || (r.object_type || ' ' || r.identity);
+        END LOOP;
+    END LOOP;
+    FOR r IN SELECT k.conname, c.relname, i AS k, pg_get_constraintdef(k.oid) AS def
+             FROM pg_constraint k
+             JOIN pg_class c ON c.oid = k.conrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN generate_subscripts(v_from, 1) i ON v_from[i] = n.nspname
+             WHERE k.contype = 'f' AND k.conislocal AND k.conparentid = 0 AND k.convalidated
+             ORDER BY c.relname, k.conname LOOP
+        v_stmts := v_stmts || format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s', v_to[r.k], r.relname, r.conname,
+                                     pgbranch.map_qualified(r.def, v_from, v_to));
+        v_groups := v_groups || format('constraint %I on %I.%I', r.conname, v_logical[r.k], r.relname);
+    END LOOP;
+    PERFORM pgbranch.run_in_order(v_stmts, v_groups, format('creating branch "%s"', p_name));
+
+    -- Sequences continue from the parent's values.
+    FOR r IN SELECT q.sequencename, q.last_value, i AS k
+             FROM pg_sequences q
+             JOIN generate_subscripts(v_from, 1) i ON v_from[i] = q.schemaname
+             WHERE q.last_value IS NOT NULL LOOP
+        PERFORM setval(format('%I.%I', v_to[r.k], r.sequencename), r.last_value, true);
+    END LOOP;
+
+    IF p_with_data THEN
+        v_stmts := '{}';
+        v_groups := '{}';
+        FOR r IN SELECT c.relname, c.relkind, i AS k
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN generate_subscripts(v_from, 1) i ON v_from[i] = n.nspname
+                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+                 ORDER BY c.relname LOOP
+            -- Values of the parent's own types (enums, composites) are
+            -- cast through text to the branch's copies of those types.
+            SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum),
+                   string_agg(CASE WHEN tn.nspname = ANY (v_from)
+                                   THEN format('%I::text::%s', a.attname,
+                                               pgbranch.map_qualified(format_type(a.atttypid, a.atttypmod), v_from, v_to))
+                                   ELSE quote_ident(a.attname) END, ', ' ORDER BY a.attnum)
+            INTO v_cols, v_vals
+            FROM pg_attribute a
+            JOIN pg_type t ON t.oid = a.atttypid
+            JOIN pg_namespace tn ON tn.oid = t.typnamespace
+            WHERE a.attrelid = format('%I.%I', v_from[r.k], r.relname)::regclass
+              AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+            v_tables := v_tables + 1;
+            v_stmts := v_stmts || format('INSERT INTO %I.%I (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s %I.%I',
+                v_to[r.k], r.relname, v_cols, v_vals,
+                CASE r.relkind WHEN 'r' THEN 'ONLY' ELSE '' END, v_from[r.k], r.relname);
+            v_groups := v_groups || format('table %I.%I', v_logical[r.k], r.relname);
+        END LOOP;
+        -- Rows arrive as they are; user triggers of the copies stay quiet.
+        FOR r IN SELECT t.tgrelid::regclass AS rel FROM pg_trigger t
+                 JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = ANY (v_to) AND NOT t.tgisinternal AND t.tgparentid = 0
+                 GROUP BY t.tgrelid LOOP
+            EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', r.rel);
+        END LOOP;
+        PERFORM pgbranch.run_in_order(v_stmts, v_groups, format('copying data to branch "%s"', p_name));
+        FOR r IN SELECT t.tgrelid::regclass AS rel FROM pg_trigger t
+                 JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = ANY (v_to) AND NOT t.tgisinternal AND t.tgparentid = 0
+                 GROUP BY t.tgrelid LOOP
+            EXECUTE format('ALTER TABLE %s ENABLE TRIGGER USER', r.rel);
+        END LOOP;
+        SELECT coalesce(sum(c.reltuples)::bigint, 0) INTO v_n FROM pg_class c WHERE false;
+        FOR r IN SELECT c.relname, n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = ANY (v_to) AND c.relkind = 'r' LOOP
+            EXECUTE format('SELECT count(*) FROM ONLY %I.%I', r.nspname, r.relname) INTO v_n;
+            v_rows := v_rows + v_n;
+        END LOOP;
+    END IF;
+
+    -- Materialized views hold what their parents hold.
+    FOR r IN SELECT c.relname, i AS k FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN generate_subscripts(v_from, 1) i ON v_from[i] = n.nspname
+             WHERE c.relkind = 'm' AND c.relispopulated
+             ORDER BY c.oid LOOP
+        EXECUTE format('REFRESH MATERIALIZED VIEW %I.%I', v_to[r.k], r.relname);
+    END LOOP;
+
+    PERFORM pgbranch.finish_branch(p_name,
+        coalesce(p_statement, format('CREATE BRANCH %s FROM %s%s', quote_ident(p_name), quote_ident(p_parent),
+                                     CASE WHEN p_with_data THEN ' WITH DATA' ELSE '' END)),
+        p_client_addr);
+    branch := p_name;
+    parent := p_parent;
+    objects := v_objects;
+    tables := v_tables;
+    rows_copied := v_rows;
+    RETURN NEXT;
+END
+$fn$;
+
+-- Marks the calling session as using a branch and returns its schemas.
+CREATE FUNCTION pgbranch.enter_branch(p_name text)
+RETURNS TABLE (logical name, physical name)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    PERFORM pgbranch.check_branch_name(p_name);
+    IF NOT EXISTS (SELECT 1 FROM pgbranch.branches b WHERE b.name = p_name) THEN
+        RAISE EXCEPTION USING ERRCODE = '3D000',
+            MESSAGE = format('branch "%s" does not exist', p_name),
+            HINT = format('Create it with CREATE BRANCH %s (connected to main), or "pgbranch branch create %s".', quote_ident(p_name), p_name);
+    END IF;
+    PERFORM pg_advisory_lock_shared(pgbranch.lock_space(), hashtext(p_name));
+    RETURN QUERY SELECT s.logical, s.physical FROM pgbranch.branch_schemas s
+                 WHERE s.branch = p_name ORDER BY s.logical;
+END
+$fn$;
+
+-- Removes the branch's rows once its schemas are gone. SECURITY DEFINER:
+-- only after the caller could drop the schemas.
+CREATE FUNCTION pgbranch.forget_branch(p_name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pgbranch.branch_schemas s JOIN pg_namespace n ON n.nspname = s.physical
+               WHERE s.branch = p_name) THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('branch "%s" still has its schemas', p_name);
+    END IF;
+    DELETE FROM pgbranch.object_state WHERE branch = p_name;
+    DELETE FROM pgbranch.object_versions WHERE branch = p_name;
+    DELETE FROM pgbranch.schema_history WHERE branch = p_name;
+    DELETE FROM pgbranch.branch_schemas WHERE branch = p_name;
+    DELETE FROM pgbranch.branches WHERE name = p_name;
+END
+$fn$;
+
+-- DROP BRANCH: refused while sessions use the branch unless p_force.
+CREATE FUNCTION pgbranch.drop_branch(p_name text, p_if_exists boolean DEFAULT false, p_force boolean DEFAULT false)
+RETURNS TABLE (branch text, dropped boolean)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_users bigint;
+    r record;
+BEGIN
+    PERFORM pgbranch.check_branch_name(p_name);
+    IF p_name = 'main' THEN
+        RAISE EXCEPTION USING ERRCODE = '42809', MESSAGE = 'branch "main" cannot be dropped';
+    END IF;
+    PERFORM 1 FROM pgbranch.branches b WHERE b.name = p_name;
+    IF NOT FOUND THEN
+        IF p_if_exists THEN
+            RAISE NOTICE 'branch "%" does not exist, skipping', p_name;
+            branch := p_name;
+            dropped := false;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = '3D000', MESSAGE = format('branch "%s" does not exist', p_name);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pgbranch.branches b WHERE b.parent = p_name) THEN
+        RAISE EXCEPTION USING ERRCODE = '2BP01',
+            MESSAGE = format('cannot drop branch "%s": other branches were created from it', p_name),
+            DETAIL = (SELECT 'Branches: ' || string_agg(b.name, ', ' ORDER BY b.name) FROM pgbranch.branches b WHERE b.parent = p_name);
+    END IF;
+    IF NOT p_force AND NOT pg_try_advisory_xact_lock(pgbranch.lock_space(), hashtext(p_name)) THEN
+        SELECT count(*) INTO v_users FROM pg_locks l
+        WHERE l.locktype = 'advisory' AND l.classid = pgbranch.lock_space()::oid
+          AND l.objid = hashtext(p_name)::oid AND l.objsubid = 2 AND l.granted
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database());
+        RAISE EXCEPTION USING ERRCODE = '55006',
+            MESSAGE = format('branch "%s" is in use by %s session(s)', p_name, v_users),
+            HINT = format('Close those sessions, or DROP BRANCH %s FORCE.', quote_ident(p_name));
+    END IF;
+    FOR r IN SELECT s.physical FROM pgbranch.branch_schemas s
+             JOIN pg_namespace n ON n.nspname = s.physical WHERE s.branch = p_name LOOP
+        EXECUTE format('DROP SCHEMA %I CASCADE', r.physical);
+    END LOOP;
+    PERFORM pgbranch.forget_branch(p_name);
+    branch := p_name;
+    dropped := true;
+    RETURN NEXT;
+END
+$fn$;
+
+-- SHOW BRANCHES.
+CREATE FUNCTION pgbranch.list_branches()
+RETURNS TABLE (name text, parent text, parent_version bigint, created_at timestamptz,
+               created_by name, version bigint, with_data boolean, schemas text, size bigint)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT b.name, b.parent, b.parent_version, b.created_at, b.created_by, b.version, b.with_data,
+           (SELECT string_agg(quote_ident(s.physical), ', ' ORDER BY s.logical)
+            FROM pgbranch.branch_schemas s WHERE s.branch = b.name),
+           (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+            FROM pgbranch.branch_schemas s
+            JOIN pg_namespace n ON n.nspname = s.physical
+            JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm')
+            WHERE s.branch = b.name)
+    FROM pgbranch.branches b
+    ORDER BY b.name = 'main' DESC, b.name
+$fn$;
+
+-- DIFF BRANCH: per object, added / removed / changed on p_branch against
+-- p_other, with both definitions (logical schema names).
+CREATE FUNCTION pgbranch.diff_branches(p_branch text, p_other text DEFAULT NULL)
+RETURNS TABLE (object_type text, identity text, change text,
+               definition text, other_definition text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET jit = off AS $fn$
+DECLARE
+    v_other text := coalesce(p_other, (SELECT b.parent FROM pgbranch.branches b WHERE b.name = p_branch), 'main');
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pgbranch.branches b WHERE b.name = p_branch) THEN
+        RAISE EXCEPTION USING ERRCODE = '3D000', MESSAGE = format('branch "%s" does not exist', p_branch);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pgbranch.branches b WHERE b.name = v_other) THEN
+        RAISE EXCEPTION USING ERRCODE = '3D000', MESSAGE = format('branch "%s" does not exist', v_other);
+    END IF;
+    RETURN QUERY
+    SELECT coalesce(a.object_type, o.object_type), coalesce(a.identity, o.identity),
+           CASE WHEN o.identity IS NULL THEN 'added'
+                WHEN a.identity IS NULL THEN 'removed'
+                ELSE 'changed' END,
+           a.definition, o.definition
+    FROM (SELECT * FROM pgbranch.branch_objects(p_branch, true) x WHERE x.object_type <> 'schema') a
+    FULL JOIN (SELECT * FROM pgbranch.branch_objects(v_other, true) y WHERE y.object_type <> 'schema') o
+           ON o.object_type = a.object_type AND o.identity = a.identity
+    WHERE a.definition IS DISTINCT FROM o.definition
+    ORDER BY 1, 2;
+END
+$fn$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgbranch FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgbranch.ddl_begin(text, text),
+    pgbranch.record_ddl(text, text, text, text, text, text, text, bigint),
+    pgbranch.schema_objects(name[], name[]), pgbranch.schema_fingerprint(), pgbranch.catalog_stamp(),
+    pgbranch.drift(text), pgbranch.definition_at(text, text, bigint),
+    pgbranch.state_fingerprint(text),
+    pgbranch.lock_space(), pgbranch.check_branch_name(text),
+    pgbranch.map_qualified(text, name[], name[]), pgbranch.unmap(text, name[], name[]),
+    pgbranch.branch_objects(text, boolean), pgbranch.branch_fingerprint(text),
+    pgbranch.split_sql(text), pgbranch.run_in_order(text[], text[], text), pgbranch.kind_rank(text),
+    pgbranch.register_branch(text, text, boolean), pgbranch.finish_branch(text, text, text),
+    pgbranch.create_branch(text, text, boolean, text, text), pgbranch.enter_branch(text),
+    pgbranch.forget_branch(text), pgbranch.drop_branch(text, boolean, boolean),
+    pgbranch.list_branches(), pgbranch.diff_branches(text, text)
+    TO PUBLIC;
+-- Branch names and their schemas are no secret (pg_namespace shows the
+-- schemas to everyone).
+GRANT SELECT ON pgbranch.branches, pgbranch.branch_schemas TO PUBLIC;

@@ -1,0 +1,560 @@
+//! Schema branches through the proxy: creating a branch of a realistic
+//! schema (tests/fixtures/realistic_schema.sql) compares equal to its
+//! parent object by object, WITH DATA row by row; a session on a branch
+//! sees and changes only the branch; names, concurrency, drop, protect.
+
+mod common;
+
+use common::*;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+const SCHEMA: &str = include_str!("fixtures/realistic_schema.sql");
+const DATA: &str = include_str!("fixtures/realistic_data.sql");
+
+/// A fresh database holding the realistic schema and its rows.
+async fn shop_db() -> String {
+    let db = cluster().fresh_db();
+    let direct = connect(&cluster().direct(&db)).await;
+    direct.batch_execute(SCHEMA).await.unwrap();
+    direct.batch_execute(DATA).await.unwrap();
+    db
+}
+
+fn on_branch(proxy: &TestProxy, db: &str, branch: &str) -> String {
+    format!(
+        "{} options='-c branch={branch}'",
+        proxy.conn_str("postgres", db)
+    )
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_string())
+        .unwrap_or_else(|| format!("not a database error: {e}"))
+}
+
+/// Every object of a branch's versioned schemas: (type, identity) →
+/// definition, in logical names.
+async fn objects(c: &Client, branch: &str) -> Vec<(String, String, String)> {
+    c.query(
+        "SELECT object_type, identity, definition FROM pgbranch.branch_objects($1, true) \
+         WHERE object_type <> 'schema' ORDER BY 1, 2",
+        &[&branch],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+/// Digest of every table's rows, per table.
+async fn table_digests(c: &Client, schema: &str) -> Vec<(String, String)> {
+    let tables: Vec<String> = c
+        .query(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::new();
+    for t in tables {
+        let q = format!(
+            "SELECT count(*)::text || ':' || coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '') \
+             FROM ONLY \"{}\".\"{}\" x",
+            schema.replace('"', "\"\""),
+            t
+        );
+        out.push((t, c.query_one(&q, &[]).await.unwrap().get(0)));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_branch_of_a_realistic_schema_equals_its_parent() {
+    let db = shop_db().await;
+    let proxy = start_proxy(test_config()).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    let rows = c
+        .simple_query("CREATE BRANCH feature")
+        .await
+        .expect("CREATE BRANCH");
+    assert!(
+        rows.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get("branch") == Some("feature"))),
+        "{rows:?}"
+    );
+    let main = objects(&c, "main").await;
+    let branch = objects(&c, "feature").await;
+    // The fixture's kinds are all there.
+    for kind in [
+        "table",
+        "view",
+        "materialized view",
+        "index",
+        "sequence",
+        "function",
+        "procedure",
+        "trigger",
+        "type",
+    ] {
+        assert!(main.iter().any(|o| o.0 == kind), "fixture lacks {kind}");
+    }
+    assert!(main.iter().filter(|o| o.0 == "table").count() >= 20);
+    assert_eq!(branch, main);
+    // DIFF BRANCH agrees, in both protocols.
+    assert!(c
+        .query("DIFF BRANCH feature", &[])
+        .await
+        .unwrap()
+        .is_empty());
+    // Schema-only: tables are empty, sequences continue from the parent.
+    let direct = connect(&cluster().direct(&db)).await;
+    let n: i64 = direct
+        .query_one("SELECT count(*) FROM \"public@feature\".customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let (main_seq, branch_seq): (i64, i64) = {
+        let r = direct
+            .query_one(
+                "SELECT (SELECT last_value FROM public.order_number_seq), \
+                        (SELECT last_value FROM \"public@feature\".order_number_seq)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(branch_seq, main_seq);
+}
+
+#[tokio::test]
+async fn with_data_copies_every_row_and_a_branch_of_a_branch_too() {
+    let db = shop_db().await;
+    let proxy = start_proxy(test_config()).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE BRANCH full WITH DATA")
+        .await
+        .unwrap();
+    c.simple_query("CREATE BRANCH sub FROM full WITH DATA")
+        .await
+        .unwrap();
+    let direct = connect(&cluster().direct(&db)).await;
+    let main = table_digests(&direct, "public").await;
+    assert!(main.len() >= 20);
+    assert!(main.iter().all(|(_, d)| !d.starts_with("0:")), "{main:?}");
+    assert_eq!(table_digests(&direct, "public@full").await, main);
+    assert_eq!(table_digests(&direct, "public@sub").await, main);
+    assert_eq!(objects(&c, "sub").await, objects(&c, "main").await);
+    // The branch remembers where it came from.
+    let r = direct
+        .query_one(
+            "SELECT parent, parent_version, with_data FROM pgbranch.branches WHERE name = 'sub'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, Option<String>>(0).as_deref(), Some("full"));
+    assert_eq!(r.get::<_, Option<i64>>(1), Some(0));
+    assert!(r.get::<_, bool>(2));
+}
+
+#[tokio::test]
+async fn a_branch_session_sees_and_changes_only_its_branch() {
+    let db = shop_db().await;
+    let proxy = start_proxy(test_config()).await;
+    let main = connect(&proxy.conn_str("postgres", &db)).await;
+    main.simple_query("CREATE BRANCH feature WITH DATA")
+        .await
+        .unwrap();
+    let direct = connect(&cluster().direct(&db)).await;
+    let before: (i64, i64) = {
+        let r = direct
+            .query_one(
+                "SELECT (SELECT count(*) FROM public.reviews), (SELECT count(*) FROM public.wishlists)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(before.0 > 0 && before.1 > 0);
+    let b = connect(&on_branch(&proxy, &db, "feature")).await;
+    let path: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, "\"$user\", \"public@feature\"");
+    let current: String = b
+        .query_one("SHOW pgbranch.branch", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(current, "feature");
+    // DDL, DML, qualified names, TRUNCATE and sequences, in both protocols.
+    b.batch_execute(
+        "ALTER TABLE customers ADD COLUMN nickname text; \
+         CREATE TABLE public.feature_flags (id int PRIMARY KEY); \
+         INSERT INTO public.feature_flags VALUES (1); \
+         DELETE FROM \"public\".reviews; \
+         TRUNCATE wishlists; \
+         SELECT nextval('public.order_number_seq')",
+    )
+    .await
+    .unwrap();
+    b.execute("UPDATE public.products SET price = price * 2", &[])
+        .await
+        .unwrap();
+    let flags: i64 = b
+        .query_one("SELECT count(*) FROM public.feature_flags", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(flags, 1);
+    // main is untouched.
+    let untouched: (bool, i64, i64, i64) = {
+        let r = direct
+            .query_one(
+                "SELECT to_regclass('public.feature_flags') IS NULL, \
+                        (SELECT count(*) FROM public.reviews), \
+                        (SELECT count(*) FROM public.wishlists), \
+                        (SELECT last_value FROM public.order_number_seq)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    };
+    assert_eq!(untouched, (true, before.0, before.1, 5000));
+    let cols: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_schema = 'public' AND column_name = 'nickname'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cols, 0);
+    let branch_reviews: i64 = direct
+        .query_one("SELECT count(*) FROM \"public@feature\".reviews", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(branch_reviews, 0);
+    // The branch's history: its own versions, logical names.
+    let history: Vec<(i64, String, String)> = direct
+        .query(
+            "SELECT version, object_identity, statement FROM pgbranch.schema_history \
+             WHERE branch = 'feature' ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(history.len(), 3, "{history:?}");
+    assert_eq!(history[0].0, 0);
+    assert_eq!(history[1].1, "public.customers");
+    assert_eq!(
+        (history[2].1.as_str(), history[2].2.as_str()),
+        (
+            "public.feature_flags",
+            "CREATE TABLE public.feature_flags (id int PRIMARY KEY)"
+        )
+    );
+    let main_versions: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pgbranch.schema_history WHERE branch = 'main'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(main_versions, 1, "only main's baseline");
+    // DIFF shows the branch's changes with both definitions.
+    let diff: Vec<(String, String, String)> = main
+        .query("DIFF BRANCH feature", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("object_type"), r.get("identity"), r.get("change")))
+        .collect();
+    assert!(diff.contains(&("table".into(), "public.customers".into(), "changed".into())));
+    assert!(diff.contains(&(
+        "table".into(),
+        "public.feature_flags".into(),
+        "added".into()
+    )));
+    // RESET returns to the branch's path.
+    b.batch_execute("SET search_path = pg_catalog; RESET search_path")
+        .await
+        .unwrap();
+    let path: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, "\"$user\", \"public@feature\"");
+    // SET search_path naming public names the branch's copy.
+    b.batch_execute("SET search_path TO public").await.unwrap();
+    let path: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, "\"public@feature\"");
+}
+
+#[tokio::test]
+async fn unknown_and_invalid_branches_are_refused_at_connect() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(test_config()).await;
+    // No pgbranch schema at all yet.
+    let e = tokio_postgres::connect(&on_branch(&proxy, &db, "nope"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(code(&e), "3D000");
+    assert!(e
+        .as_db_error()
+        .unwrap()
+        .hint()
+        .unwrap()
+        .contains("CREATE BRANCH"));
+    let main = connect(&proxy.conn_str("postgres", &db)).await;
+    main.simple_query("CREATE BRANCH exists").await.unwrap();
+    let e = tokio_postgres::connect(&on_branch(&proxy, &db, "nope"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(code(&e), "3D000");
+    let e = tokio_postgres::connect(&on_branch(&proxy, &db, "bad;name"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(code(&e), "42602");
+    // The database-name form selects too.
+    let c = connect(&proxy.conn_str("postgres", &format!("{db}/exists"))).await;
+    let current: String = c
+        .query_one("SHOW pgbranch.branch", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(current, "exists");
+    // Bad commands are errors with their SQLSTATE, not forwarded.
+    for (sql, state) in [
+        ("CREATE BRANCH", "42601"),
+        ("CREATE BRANCH \"a b\"", "42602"),
+        ("CREATE BRANCH exists", "42710"),
+        ("CREATE BRANCH x FROM nope", "3D000"),
+        ("DROP BRANCH nope", "3D000"),
+        ("DROP BRANCH main", "42809"),
+    ] {
+        let e = main.simple_query(sql).await.expect_err(sql);
+        assert_eq!(code(&e), state, "{sql}: {e}");
+    }
+    main.simple_query("DROP BRANCH IF EXISTS nope")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn two_creations_of_one_name_one_wins_and_a_failed_one_leaves_nothing() {
+    let db = shop_db().await;
+    let proxy = start_proxy(test_config()).await;
+    let a = connect(&proxy.conn_str("postgres", &db)).await;
+    let b = connect(&proxy.conn_str("postgres", &db)).await;
+    a.simple_query("SELECT 1").await.unwrap();
+    a.batch_execute("BEGIN").await.unwrap();
+    a.simple_query("CREATE BRANCH race").await.unwrap();
+    let b_pid: i32 = b
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let second = tokio::spawn(async move { b.simple_query("CREATE BRANCH race").await });
+    let direct = connect(&cluster().direct(&db)).await;
+    // The second waits for the first's branch row.
+    wait_for("the second creation to wait for a lock", || async {
+        direct
+            .query_opt(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
+                &[&b_pid],
+            )
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    a.batch_execute("COMMIT").await.unwrap();
+    let e = second.await.unwrap().expect_err("second creation fails");
+    assert_eq!(code(&e), "42710", "{e}");
+    // A creation that fails midway (after its schemas and objects were
+    // made: a role that may create schemas but not read a table asks for
+    // its rows) leaves no schema and no branch row.
+    let role = format!("halfway_{}", db.replace('-', "_"));
+    direct
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT CREATE ON DATABASE \"{db}\" TO {role}; \
+             GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}; \
+             REVOKE SELECT ON public.payments FROM {role}"
+        ))
+        .await
+        .unwrap();
+    let r = connect(&proxy.conn_str(&role, &db)).await;
+    let e = r
+        .simple_query("CREATE BRANCH xhalf WITH DATA")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(code(&e), "42501", "{e}");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .detail()
+            .unwrap()
+            .contains("payments"),
+        "{e:?}"
+    );
+    let left: i64 = direct
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%@x%') \
+                  + (SELECT count(*) FROM pgbranch.branches WHERE name LIKE 'x%')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn drop_waits_for_sessions_unless_forced_and_show_branches_lists() {
+    let db = shop_db().await;
+    let proxy = start_proxy(test_config()).await;
+    let main = connect(&proxy.conn_str("postgres", &db)).await;
+    main.simple_query("CREATE BRANCH busy WITH DATA")
+        .await
+        .unwrap();
+    main.simple_query("CREATE BRANCH idle").await.unwrap();
+    let list: Vec<(String, Option<String>, i64)> = main
+        .query("SHOW BRANCHES", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("name"), r.get("parent"), r.get("size")))
+        .collect();
+    assert_eq!(
+        list.iter().map(|l| l.0.as_str()).collect::<Vec<_>>(),
+        ["main", "busy", "idle"]
+    );
+    assert_eq!(list[1].1.as_deref(), Some("main"));
+    assert!(list[1].2 > 0);
+    let user = connect(&on_branch(&proxy, &db, "busy")).await;
+    user.simple_query("SELECT 1").await.unwrap();
+    let e = main.simple_query("DROP BRANCH busy").await.err().unwrap();
+    assert_eq!(code(&e), "55006", "{e}");
+    main.simple_query("DROP BRANCH idle").await.unwrap();
+    main.simple_query("DROP BRANCH busy FORCE").await.unwrap();
+    let direct = connect(&cluster().direct(&db)).await;
+    let left: i64 = direct
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%@%') \
+                  + (SELECT count(*) FROM pgbranch.branches WHERE name <> 'main') \
+                  + (SELECT count(*) FROM pgbranch.schema_history WHERE branch <> 'main')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn protected_main_refuses_ddl_but_branches_may_change() {
+    let db = shop_db().await;
+    let mut config = test_config();
+    config.branches.protected = vec!["main".into()];
+    let proxy = start_proxy(config).await;
+    let main = connect(&proxy.conn_str("postgres", &db)).await;
+    for sql in [
+        "CREATE TABLE nope (x int)",
+        "ALTER TABLE customers ADD y int",
+    ] {
+        let e = main.simple_query(sql).await.expect_err(sql);
+        assert_eq!(code(&e), "42501");
+        assert!(e
+            .as_db_error()
+            .unwrap()
+            .hint()
+            .unwrap()
+            .contains("MERGE BRANCH"));
+        let e = main.execute(sql, &[]).await.expect_err(sql);
+        assert_eq!(code(&e), "42501");
+    }
+    main.simple_query("CREATE BRANCH work").await.unwrap();
+    let b = connect(&on_branch(&proxy, &db, "work")).await;
+    b.simple_query("CREATE TABLE yes (x int)").await.unwrap();
+    // DML on main still works.
+    main.execute("UPDATE customers SET full_name = full_name", &[])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_role_that_may_not_create_schemas_cannot_create_branches() {
+    let db = shop_db().await;
+    let direct = connect(&cluster().direct(&db)).await;
+    let role = format!("nobranch_{}", db.replace('-', "_"));
+    direct
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA public TO {role}; \
+             REVOKE CREATE ON DATABASE \"{db}\" FROM PUBLIC"
+        ))
+        .await
+        .unwrap();
+    let proxy = start_proxy(test_config()).await;
+    // The metadata exists (set up by the owner).
+    let owner = connect(&proxy.conn_str("postgres", &db)).await;
+    owner.simple_query("CREATE BRANCH ok").await.unwrap();
+    let c = connect(&proxy.conn_str(&role, &db)).await;
+    let e = c.simple_query("CREATE BRANCH mine").await.err().unwrap();
+    assert_eq!(code(&e), "42501", "{e}");
+    let e = c.simple_query("DROP BRANCH ok").await.err().unwrap();
+    assert_eq!(
+        e.as_db_error().map(|d| d.code()),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn psql_creates_migrates_and_diffs_a_branch() {
+    let db = shop_db().await;
+    let proxy = start_proxy(test_config()).await;
+    let main_conn = proxy.conn_str("postgres", &db);
+    let (ok, out, err) = psql(&main_conn, &["-c", "CREATE BRANCH feature"]).await;
+    assert!(ok, "{out}{err}");
+    let branch_conn = on_branch(&proxy, &db, "feature");
+    let (ok, out, err) = psql(
+        &branch_conn,
+        &[
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "ALTER TABLE customers ADD COLUMN loyalty_tier text NOT NULL DEFAULT 'basic'",
+            "-c",
+            "CREATE INDEX customers_tier ON customers (loyalty_tier)",
+            "-c",
+            "\\d customers",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("loyalty_tier"), "{out}");
+    assert!(out.contains("customers_tier"), "{out}");
+    let (ok, out, err) = psql(&main_conn, &["-A", "-t", "-c", "DIFF BRANCH feature"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("public.customers|changed"), "{out}");
+    assert!(out.contains("public.customers_tier|added"), "{out}");
+    let (ok, out, _) = psql(&main_conn, &["-A", "-t", "-c", "\\d customers"]).await;
+    assert!(ok);
+    assert!(!out.contains("loyalty_tier"), "main unchanged: {out}");
+}
