@@ -557,4 +557,204 @@ async fn psql_creates_migrates_and_diffs_a_branch() {
     let (ok, out, _) = psql(&main_conn, &["-A", "-t", "-c", "\\d customers"]).await;
     assert!(ok);
     assert!(!out.contains("loyalty_tier"), "main unchanged: {out}");
+    let (ok, out, err) = psql(&main_conn, &["-c", "MERGE BRANCH feature"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("applied"), "{out}");
+    let (ok, out, _) = psql(&main_conn, &["-c", "\\d customers"]).await;
+    assert!(ok);
+    assert!(out.contains("loyalty_tier"), "main merged: {out}");
+    assert!(out.contains("customers_tier"), "main merged: {out}");
+}
+
+/// Columns of `public.customers` on main.
+async fn main_customer_columns(direct: &Client) -> Vec<String> {
+    direct
+        .query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name = 'customers' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn merge_replays_the_branch_on_main_and_records_it_as_merged() {
+    let db = shop_db().await;
+    let mut config = test_config();
+    config.branches.protected = vec!["main".into()];
+    let proxy = start_proxy(config).await;
+    let main = connect(&proxy.conn_str("postgres", &db)).await;
+    main.simple_query("CREATE BRANCH feature").await.unwrap();
+    let b = connect(&on_branch(&proxy, &db, "feature")).await;
+    b.batch_execute("ALTER TABLE customers ADD COLUMN tier text DEFAULT 'basic'")
+        .await
+        .unwrap();
+    b.execute(
+        "CREATE TABLE public.flags (id int PRIMARY KEY, customer_id bigint REFERENCES customers (id))",
+        &[],
+    )
+    .await
+    .unwrap();
+    b.batch_execute("CREATE INDEX customers_tier ON public.customers (tier)")
+        .await
+        .unwrap();
+    let direct = connect(&cluster().direct(&db)).await;
+    let before = main_customer_columns(&direct).await;
+    // The plan, in both protocols; nothing changes.
+    let plan: Vec<(String, String)> = main
+        .query("MERGE BRANCH feature DRY RUN", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("statement"), r.get("status")))
+        .collect();
+    assert_eq!(plan.len(), 3, "{plan:?}");
+    assert!(plan.iter().all(|(_, s)| s == "planned"));
+    assert_eq!(
+        plan[1].0,
+        "CREATE TABLE public.flags (id int PRIMARY KEY, customer_id bigint REFERENCES customers (id))"
+    );
+    assert_eq!(main_customer_columns(&direct).await, before);
+    // The merge (into a protected main: allowed).
+    let applied = main.simple_query("MERGE BRANCH feature").await.unwrap();
+    let rows = applied
+        .iter()
+        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        .count();
+    assert_eq!(rows, 3);
+    let mut expected = before.clone();
+    expected.push("tier".into());
+    assert_eq!(main_customer_columns(&direct).await, expected);
+    let exists: bool = direct
+        .query_one(
+            "SELECT to_regclass('public.flags') IS NOT NULL AND to_regclass('public.customers_tier') IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(exists);
+    assert!(main
+        .query("DIFF BRANCH feature", &[])
+        .await
+        .unwrap()
+        .is_empty());
+    let merged: Vec<(i64, Option<String>, Option<i64>, String)> = direct
+        .query(
+            "SELECT version, merged_from, merged_version, object_identity FROM pgbranch.schema_history \
+             WHERE branch = 'main' ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(merged.len(), 4, "{merged:?}");
+    assert_eq!(
+        merged[2],
+        (2, Some("feature".into()), Some(2), "public.flags".into())
+    );
+    // Merging again replays only what is new on the branch.
+    assert!(main
+        .query("MERGE BRANCH feature", &[])
+        .await
+        .unwrap()
+        .is_empty());
+    b.batch_execute("COMMENT ON TABLE flags IS 'feature flags'")
+        .await
+        .unwrap();
+    let again = main.query("MERGE BRANCH feature", &[]).await.unwrap();
+    assert_eq!(again.len(), 1);
+    let comment: Option<String> = direct
+        .query_one("SELECT obj_description('public.flags'::regclass)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(comment.as_deref(), Some("feature flags"));
+}
+
+#[tokio::test]
+async fn conflicts_are_listed_and_nothing_is_applied() {
+    let db = shop_db().await;
+    let proxy = start_proxy(test_config()).await;
+    let main = connect(&proxy.conn_str("postgres", &db)).await;
+    main.simple_query("CREATE BRANCH feature").await.unwrap();
+    let b = connect(&on_branch(&proxy, &db, "feature")).await;
+    b.batch_execute(
+        "CREATE TABLE harmless (x int); ALTER TABLE customers ADD COLUMN on_branch int",
+    )
+    .await
+    .unwrap();
+    main.batch_execute("ALTER TABLE customers ADD COLUMN on_main int")
+        .await
+        .unwrap();
+    let e = main
+        .simple_query("MERGE BRANCH feature")
+        .await
+        .expect_err("conflict");
+    assert_eq!(code(&e), "55000", "{e}");
+    let db_err = e.as_db_error().unwrap();
+    assert_eq!(db_err.detail(), Some("table public.customers"));
+    let conflicts: Vec<(String, String)> = main
+        .query("MERGE BRANCH feature DRY RUN", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("identity"), r.get("status")))
+        .collect();
+    assert_eq!(
+        conflicts,
+        [("public.customers".to_string(), "conflict".to_string())]
+    );
+    let direct = connect(&cluster().direct(&db)).await;
+    let applied: bool = direct
+        .query_one("SELECT to_regclass('public.harmless') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!applied, "nothing applied");
+}
+
+#[tokio::test]
+async fn a_merge_that_fails_on_main_data_rolls_back_and_names_the_statement() {
+    let db = shop_db().await;
+    let proxy = start_proxy(test_config()).await;
+    let main = connect(&proxy.conn_str("postgres", &db)).await;
+    main.simple_query("CREATE BRANCH feature").await.unwrap();
+    let b = connect(&on_branch(&proxy, &db, "feature")).await;
+    // Fine on the branch's empty table, not on main's rows.
+    b.batch_execute(
+        "CREATE TABLE first_ok (x int); ALTER TABLE customers ADD COLUMN required int NOT NULL",
+    )
+    .await
+    .unwrap();
+    let direct = connect(&cluster().direct(&db)).await;
+    let e = main
+        .simple_query("MERGE BRANCH feature")
+        .await
+        .expect_err("the NOT NULL fails on main");
+    assert_eq!(code(&e), "23502", "{e}");
+    let db_err = e.as_db_error().unwrap();
+    assert!(db_err.message().contains("branch version 2"), "{db_err:?}");
+    assert_eq!(
+        db_err.detail(),
+        Some("Statement: ALTER TABLE customers ADD COLUMN required int NOT NULL")
+    );
+    let (table, rows): (bool, i64) = {
+        let r = direct
+            .query_one(
+                "SELECT to_regclass('public.first_ok') IS NOT NULL, \
+                 (SELECT count(*) FROM pgbranch.schema_history WHERE branch = 'main')",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((table, rows), (false, 1), "nothing of the merge is left");
 }

@@ -5,6 +5,7 @@
 //! - `DROP BRANCH [IF EXISTS] name [FORCE]`
 //! - `SHOW BRANCHES`
 //! - `DIFF BRANCH name [AGAINST other]` (other: the branch's parent)
+//! - `MERGE BRANCH name [INTO parent] [DRY RUN]`
 //! - `SHOW pgbranch.branch`: the session's branch
 //!
 //! Each becomes a `SELECT` over a `pgbranch` function, preceded by the
@@ -34,6 +35,11 @@ pub enum Command {
     Diff {
         name: String,
         against: Option<String>,
+    },
+    Merge {
+        name: String,
+        into: Option<String>,
+        dry_run: bool,
     },
     Current,
 }
@@ -129,6 +135,7 @@ fn syntax(usage: &str) -> Invalid {
 const CREATE_USAGE: &str = "CREATE BRANCH name [FROM parent] [WITH DATA]";
 const DROP_USAGE: &str = "DROP BRANCH [IF EXISTS] name [FORCE]";
 const DIFF_USAGE: &str = "DIFF BRANCH name [AGAINST other]";
+const MERGE_USAGE: &str = "MERGE BRANCH name [INTO parent] [DRY RUN]";
 
 /// Parses a branch command; `None` for any other statement.
 pub fn parse(sql: &[u8]) -> Option<Result<Command, Invalid>> {
@@ -138,7 +145,8 @@ pub fn parse(sql: &[u8]) -> Option<Result<Command, Invalid>> {
     if !(first.eq_ignore_ascii_case(b"crea")
         || first.eq_ignore_ascii_case(b"drop")
         || first.eq_ignore_ascii_case(b"show")
-        || first.eq_ignore_ascii_case(b"diff"))
+        || first.eq_ignore_ascii_case(b"diff")
+        || first.eq_ignore_ascii_case(b"merg"))
     {
         return None;
     }
@@ -163,6 +171,8 @@ pub fn parse(sql: &[u8]) -> Option<Result<Command, Invalid>> {
         parse_drop(&w, &is)
     } else if is(0, "diff") {
         parse_diff(&w, &is)
+    } else if is(0, "merge") {
+        parse_merge(&w, &is)
     } else {
         return None;
     };
@@ -234,6 +244,31 @@ fn parse_diff(w: &[&str], is: &dyn Fn(usize, &str) -> bool) -> Result<Command, I
     Ok(Command::Diff { name, against })
 }
 
+fn parse_merge(w: &[&str], is: &dyn Fn(usize, &str) -> bool) -> Result<Command, Invalid> {
+    let name = branch_name(w.get(2).ok_or_else(|| syntax(MERGE_USAGE))?)?;
+    let mut into = None;
+    let mut i = 3;
+    if is(i, "into") {
+        into = Some(branch_name(
+            w.get(i + 1).ok_or_else(|| syntax(MERGE_USAGE))?,
+        )?);
+        i += 2;
+    }
+    let mut dry_run = false;
+    if is(i, "dry") && is(i + 1, "run") {
+        dry_run = true;
+        i += 2;
+    }
+    if i != w.len() {
+        return Err(syntax(MERGE_USAGE));
+    }
+    Ok(Command::Merge {
+        name,
+        into,
+        dry_run,
+    })
+}
+
 fn lit(s: &str) -> String {
     String::from_utf8(dollar_quote(s.as_bytes())).expect("UTF-8 in, UTF-8 out")
 }
@@ -281,6 +316,16 @@ pub fn to_sql(command: &Command, ctx: &Context) -> (String, bool) {
             lit(name)
         ),
         Command::List => "SELECT * FROM pgbranch.list_branches()".to_string(),
+        Command::Merge {
+            name,
+            into,
+            dry_run,
+        } => format!(
+            "SELECT * FROM pgbranch.merge_branch({}, {}, {dry_run}, {})",
+            lit(name),
+            opt_lit(into.as_deref()),
+            opt_lit(ctx.client_addr)
+        ),
         Command::Diff { name, against } => format!(
             "SELECT * FROM pgbranch.diff_branches({}, {})",
             lit(name),
@@ -353,6 +398,14 @@ mod tests {
         assert_eq!(ok("show branches"), Command::List);
         assert_eq!(ok("SHOW pgbranch.branch"), Command::Current);
         assert_eq!(
+            ok("merge branch f into main dry run"),
+            Command::Merge {
+                name: "f".into(),
+                into: Some("main".into()),
+                dry_run: true
+            }
+        );
+        assert_eq!(
             ok("DIFF BRANCH f AGAINST g"),
             Command::Diff {
                 name: "f".into(),
@@ -370,6 +423,7 @@ mod tests {
             "SHOW search_path",
             "show branches; drop table t",
             "CREATE BRANCH f; DROP TABLE t",
+            "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
             "",
         ] {
             assert!(parse(sql.as_bytes()).is_none(), "{sql}");

@@ -16,6 +16,14 @@ ALTER TABLE pgbranch.branches
     ADD COLUMN created_by name NOT NULL DEFAULT session_user,
     ADD COLUMN with_data boolean NOT NULL DEFAULT false;
 
+-- The last version of the branch merged into its parent (0: none yet).
+ALTER TABLE pgbranch.branches ADD COLUMN merged_version bigint NOT NULL DEFAULT 0;
+-- A version written by MERGE BRANCH: the branch and branch version it
+-- replays.
+ALTER TABLE pgbranch.schema_history
+    ADD COLUMN merged_from text,
+    ADD COLUMN merged_version bigint;
+
 CREATE TABLE pgbranch.branch_schemas (
     branch   text NOT NULL REFERENCES pgbranch.branches (name),
     -- The schema's name as the branch's sessions write it (public).
@@ -826,6 +834,186 @@ BEGIN
 END
 $fn$;
 
+-- Records one replayed statement in the target's history, as merged from
+-- the branch. Called by merge_branch with the target's row locked (by
+-- ddl_begin).
+CREATE FUNCTION pgbranch.record_merged(
+    p_target text, p_branch text, p_branch_version bigint, p_statement text, p_tag text,
+    p_object_type text, p_identity text, p_action text, p_client_addr text
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_version bigint;
+BEGIN
+    UPDATE pgbranch.branches SET version = version + 1 WHERE name = p_target
+    RETURNING version INTO v_version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '3D000',
+            MESSAGE = format('pgbranch: branch "%s" does not exist', p_target);
+    END IF;
+    PERFORM pgbranch.write_version(p_target, v_version, p_statement, p_tag,
+        p_object_type, p_identity, p_action, p_client_addr);
+    UPDATE pgbranch.schema_history SET merged_from = p_branch, merged_version = p_branch_version
+    WHERE branch = p_target AND version = v_version;
+    RETURN v_version;
+END
+$fn$;
+
+-- After a merge: the branch's next merge starts from here. SECURITY
+-- DEFINER: only the owner of the branch's schemas may move its base.
+CREATE FUNCTION pgbranch.finish_merge(p_branch text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pgbranch.branch_schemas s
+               LEFT JOIN pg_namespace n ON n.nspname = s.physical
+               WHERE s.branch = p_branch
+                 AND (n.oid IS NULL OR NOT pg_has_role(n.nspowner, 'USAGE'))) THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('only the owner of branch "%s" may merge it', p_branch);
+    END IF;
+    UPDATE pgbranch.branches b
+    SET merged_version = b.version,
+        parent_version = (SELECT p.version FROM pgbranch.branches p WHERE p.name = b.parent)
+    WHERE b.name = p_branch;
+END
+$fn$;
+
+-- MERGE BRANCH: three-way at object level. Base: the parent's version the
+-- branch started from (or was last merged at). A conflict is an object
+-- changed on both sides since then (to different definitions); with
+-- conflicts nothing is applied. Otherwise the branch's recorded DDL since
+-- its last merge is replayed on the target, in order, in the caller's
+-- transaction, as the caller, and recorded there as merged from the
+-- branch. p_dry_run: the plan only.
+CREATE FUNCTION pgbranch.merge_branch(
+    p_branch text, p_target text DEFAULT NULL, p_dry_run boolean DEFAULT false,
+    p_client_addr text DEFAULT NULL
+) RETURNS TABLE (step integer, branch_version bigint, object_type text, identity text,
+                 action text, statement text, status text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off AS $fn$
+DECLARE
+    v_b        pgbranch.branches;
+    v_target   text;
+    v_logical  name[];
+    v_physical name[];
+    v_path     text;
+    v_conflicts text;
+    v_count    integer;
+    v_drift    text;
+    v_step     integer := 0;
+    v_sql      text;
+    r          record;
+BEGIN
+    SELECT * INTO v_b FROM pgbranch.branches b WHERE b.name = p_branch;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '3D000', MESSAGE = format('branch "%s" does not exist', p_branch);
+    END IF;
+    IF v_b.parent IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '42809', MESSAGE = format('branch "%s" has no parent to merge into', p_branch);
+    END IF;
+    v_target := coalesce(p_target, v_b.parent);
+    IF v_target <> v_b.parent THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('branch "%s" can be merged only into its parent "%s"', p_branch, v_b.parent),
+            DETAIL = 'The three-way merge needs the version the branch started from, which pgbranch knows for the parent only.';
+    END IF;
+    IF NOT p_dry_run THEN
+        -- Queue behind other schema changes on the target and record its
+        -- drift first (as ddl_begin does for any change).
+        PERFORM pgbranch.ddl_begin(v_target, p_client_addr);
+    END IF;
+    -- Changes made around the proxy on the branch cannot be replayed.
+    SELECT string_agg(format('version %s', h.version), ', ' ORDER BY h.version) INTO v_drift
+    FROM pgbranch.schema_history h
+    WHERE h.branch = p_branch AND h.version > v_b.merged_version AND h.action = 'drift';
+    IF v_drift IS NULL AND pgbranch.branch_fingerprint(p_branch) IS DISTINCT FROM v_b.fingerprint THEN
+        v_drift := 'the live schema (not recorded yet)';
+    END IF;
+    IF v_drift IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('branch "%s" has schema changes made without pgbranch; they cannot be merged', p_branch),
+            DETAIL = format('Drift: %s.', v_drift),
+            HINT = 'SHOW SCHEMA DRIFT on the branch lists them; redo them through pgbranch, or recreate the branch.';
+    END IF;
+    -- Conflicts: objects changed on both sides since the base, to
+    -- different definitions.
+    SELECT count(*), string_agg(format('%s %s', c.object_type, c.identity), E'\n' ORDER BY c.object_type, c.identity)
+    INTO v_count, v_conflicts
+    FROM (SELECT DISTINCT o.object_type, o.identity FROM pgbranch.object_versions o
+          WHERE o.branch = p_branch AND o.version > v_b.merged_version) c
+    WHERE EXISTS (SELECT 1 FROM pgbranch.object_versions t
+                  WHERE t.branch = v_target AND t.version > v_b.parent_version
+                    AND t.object_type = c.object_type AND t.identity = c.identity)
+      AND (SELECT s.definition FROM pgbranch.object_state s
+           WHERE s.branch = p_branch AND s.object_type = c.object_type AND s.identity = c.identity)
+          IS DISTINCT FROM
+          (SELECT s.definition FROM pgbranch.object_state s
+           WHERE s.branch = v_target AND s.object_type = c.object_type AND s.identity = c.identity);
+    IF v_count > 0 THEN
+        IF p_dry_run THEN
+            FOR r IN SELECT DISTINCT o.object_type, o.identity FROM pgbranch.object_versions o
+                     WHERE o.branch = p_branch AND o.version > v_b.merged_version
+                       AND format('%s %s', o.object_type, o.identity) = ANY (string_to_array(v_conflicts, E'\n'))
+                     ORDER BY 1, 2 LOOP
+                v_step := v_step + 1;
+                step := v_step; branch_version := NULL; object_type := r.object_type;
+                identity := r.identity; action := NULL; statement := NULL; status := 'conflict';
+                RETURN NEXT;
+            END LOOP;
+            RETURN;
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('cannot merge branch "%s" into "%s": %s object(s) changed on both since the branch started', p_branch, v_target, v_count),
+            DETAIL = v_conflicts,
+            HINT = format('DIFF BRANCH %s shows both sides; MERGE BRANCH %s DRY RUN lists the conflicts. Nothing was applied.', quote_ident(p_branch), quote_ident(p_branch));
+    END IF;
+    -- The target's schema names for the statements' logical names.
+    SELECT array_agg(s.logical ORDER BY s.logical), array_agg(s.physical ORDER BY s.logical)
+    INTO v_logical, v_physical
+    FROM pgbranch.branch_schemas s WHERE s.branch = v_target;
+    SELECT string_agg(CASE WHEN e = ANY (v_logical) THEN quote_ident(v_physical[array_position(v_logical, e::name)])
+                           ELSE quote_ident(e) END, ', ')
+    INTO v_path
+    FROM unnest(ARRAY['$user'] || v_logical::text[]) e;
+    IF NOT p_dry_run THEN
+        PERFORM set_config('search_path', v_path, true);
+    END IF;
+    FOR r IN SELECT h.version, h.statement, h.command_tag, h.object_type, h.object_identity, h.action
+             FROM pgbranch.schema_history h
+             WHERE h.branch = p_branch AND h.version > v_b.merged_version
+               AND h.action NOT IN ('baseline', 'drift', 'create branch')
+             ORDER BY h.version LOOP
+        v_step := v_step + 1;
+        v_sql := pgbranch.map_qualified(r.statement, v_logical, v_physical);
+        IF NOT p_dry_run THEN
+            BEGIN
+                EXECUTE v_sql;
+            EXCEPTION WHEN OTHERS THEN
+                DECLARE
+                    v_state text;
+                    v_msg   text;
+                BEGIN
+                    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+                    RAISE EXCEPTION USING ERRCODE = v_state,
+                        MESSAGE = format('merge of branch "%s" into "%s" failed at branch version %s: %s', p_branch, v_target, r.version, v_msg),
+                        DETAIL = format('Statement: %s', r.statement),
+                        HINT = 'Nothing was applied. Fix the branch (or the target''s data) and merge again.';
+                END;
+            END;
+            PERFORM pgbranch.record_merged(v_target, p_branch, r.version, r.statement, r.command_tag,
+                r.object_type, r.object_identity, r.action, p_client_addr);
+        END IF;
+        step := v_step; branch_version := r.version; object_type := r.object_type;
+        identity := r.object_identity; action := r.action; statement := r.statement;
+        status := CASE WHEN p_dry_run THEN 'planned' ELSE 'applied' END;
+        RETURN NEXT;
+    END LOOP;
+    IF NOT p_dry_run THEN
+        PERFORM pgbranch.finish_merge(p_branch);
+    END IF;
+END
+$fn$;
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgbranch FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgbranch.ddl_begin(text, text),
     pgbranch.record_ddl(text, text, text, text, text, text, text, bigint),
@@ -839,7 +1027,9 @@ GRANT EXECUTE ON FUNCTION pgbranch.ddl_begin(text, text),
     pgbranch.register_branch(text, text, boolean), pgbranch.finish_branch(text, text, text),
     pgbranch.create_branch(text, text, boolean, text, text), pgbranch.enter_branch(text),
     pgbranch.forget_branch(text), pgbranch.drop_branch(text, boolean, boolean),
-    pgbranch.list_branches(), pgbranch.diff_branches(text, text)
+    pgbranch.list_branches(), pgbranch.diff_branches(text, text),
+    pgbranch.record_merged(text, text, bigint, text, text, text, text, text, text),
+    pgbranch.finish_merge(text), pgbranch.merge_branch(text, text, boolean, text)
     TO PUBLIC;
 -- Branch names and their schemas are no secret (pg_namespace shows the
 -- schemas to everyone).
