@@ -758,3 +758,71 @@ async fn a_merge_that_fails_on_main_data_rolls_back_and_names_the_statement() {
     };
     assert_eq!((table, rows), (false, 1), "nothing of the merge is left");
 }
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(PGBRANCH_BIN)
+        .args(args)
+        .output()
+        .expect("pgbranch runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_creates_lists_diffs_merges_and_drops() {
+    let db = shop_db().await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/{db}", cluster().port);
+    let u = ["--database-url", url.as_str()];
+    let (code, out, err) = cli(&[&["branch", "create", "cli-b", "--with-data"][..], &u].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("created branch cli-b from main"), "{out}");
+    let (code, out, err) = cli(&[&["branch", "list"][..], &u].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("cli-b ")), "{out}");
+    let (code, out, _) = cli(&[&["diff", "main", "cli-b"][..], &u].concat());
+    assert_eq!((code, out.as_str()), (0, ""), "no difference yet");
+    // A change on the branch, through the proxy.
+    let proxy = start_proxy(test_config()).await;
+    let b = connect(&on_branch(&proxy, &db, "cli-b")).await;
+    b.batch_execute("ALTER TABLE tags ADD COLUMN colour text")
+        .await
+        .unwrap();
+    let (code, out, _) = cli(&[&["diff", "main", "cli-b"][..], &u].concat());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("--- table public.tags (main)"), "{out}");
+    assert!(out.contains("+++ table public.tags (cli-b)"), "{out}");
+    assert!(out.contains("+    colour text"), "{out}");
+    let (code, out, err) = cli(&[&["merge", "cli-b", "--dry-run"][..], &u].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("ALTER TABLE tags ADD COLUMN colour text;"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&[&["merge", "cli-b"][..], &u].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("-- applied"), "{out}");
+    drop(b);
+    // The session's lock goes with its connection: wait until it is gone.
+    let direct = connect(&cluster().direct(&db)).await;
+    wait_for("the branch session to end", || async {
+        direct
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+    })
+    .await;
+    let (code, out, err) = cli(&[&["branch", "drop", "cli-b"][..], &u].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = cli(&[&["branch", "drop", "cli-b"][..], &u].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+}

@@ -20,6 +20,14 @@ pub struct DbArgs {
     pub branch: String,
 }
 
+/// Just the database.
+#[derive(clap::Args, Debug)]
+pub struct DbUrl {
+    /// Database, e.g. postgres://user@host:5432/app.
+    #[arg(long, env = "PGBRANCH_DATABASE_URL")]
+    pub database_url: String,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct LogArgs {
     #[command(flatten)]
@@ -50,8 +58,13 @@ pub struct ShowArgs {
 pub struct DiffArgs {
     #[command(flatten)]
     pub db: DbArgs,
-    #[arg(long)]
-    pub from: i64,
+    /// Two branches (`pgbranch diff main feature`: what feature changes
+    /// against main), or one (against its parent). Without them: two
+    /// versions of --branch.
+    #[arg(num_args = 0..=2)]
+    pub branches: Vec<String>,
+    #[arg(long, required_unless_present = "branches")]
+    pub from: Option<i64>,
     /// Default: the latest version.
     #[arg(long)]
     pub to: Option<i64>,
@@ -81,7 +94,7 @@ pub fn run(fut: impl std::future::Future<Output = Result<ExitCode>>) -> Result<E
         .block_on(fut)
 }
 
-async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+pub(super) async fn connect(url: &str) -> Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .with_context(|| {
@@ -176,15 +189,25 @@ pub async fn show(args: ShowArgs) -> Result<ExitCode> {
 }
 
 pub async fn diff(args: DiffArgs) -> Result<ExitCode> {
+    match args.branches.as_slice() {
+        [branch] => return super::branch::diff(&args.db.database_url, branch, None).await,
+        [base, branch] => {
+            return super::branch::diff(&args.db.database_url, branch, Some(base)).await
+        }
+        _ => {}
+    }
+    let Some(from) = args.from else {
+        bail!("give two branches (pgbranch diff main feature) or --from VERSION");
+    };
     let client = connect(&args.db.database_url).await?;
     require_history(&client).await?;
     let to = match args.to {
         Some(v) => v,
         None => report::current_version(&client, &args.db.branch).await?,
     };
-    let old = report::definitions_at(&client, &args.db.branch, args.from).await?;
+    let old = report::definitions_at(&client, &args.db.branch, from).await?;
     let new = report::definitions_at(&client, &args.db.branch, to).await?;
-    print!("{}", report::diff_definitions(&old, &new, args.from, to));
+    print!("{}", report::diff_definitions(&old, &new, from, to));
     Ok(ExitCode::SUCCESS)
 }
 

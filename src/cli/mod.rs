@@ -1,6 +1,7 @@
 //! The `pgbranch` command line: `serve` here, the history commands in
-//! [`history`].
+//! [`history`], the branch commands in [`branch`].
 
+mod branch;
 mod history;
 
 use std::path::PathBuf;
@@ -34,8 +35,14 @@ pub enum Command {
     Log(history::LogArgs),
     /// Print an object's definition, now or at a version.
     Show(history::ShowArgs),
-    /// Unified diff of object definitions between two versions.
+    /// Unified diff of object definitions between two branches
+    /// (`diff main feature`) or two versions (`diff --from 3`).
     Diff(history::DiffArgs),
+    /// Create, list or drop branches.
+    #[command(subcommand)]
+    Branch(branch::BranchCommand),
+    /// Merge a branch into its parent (exit status 1 on conflicts).
+    Merge(branch::MergeArgs),
     /// Report objects changed outside pgbranch (exit status 1 on drift).
     Drift(history::DbArgs),
     /// Write recorded changes as numbered .sql migration files.
@@ -78,6 +85,8 @@ pub fn main() -> Result<std::process::ExitCode> {
         Command::Log(args) => history::run(history::log(args)),
         Command::Show(args) => history::run(history::show(args)),
         Command::Diff(args) => history::run(history::diff(args)),
+        Command::Branch(command) => history::run(branch::branch(command)),
+        Command::Merge(args) => history::run(branch::merge(args)),
         Command::Drift(args) => history::run(history::drift(args)),
         Command::Export(args) => history::run(history::export(args)),
     }

@@ -230,6 +230,22 @@ pub fn unified_diff(old: &str, new: &str, old_label: &str, new_label: &str) -> S
 
 /// The diff of every object that differs between two versions.
 pub fn diff_definitions(from: &[Definition], to: &[Definition], v_from: i64, v_to: i64) -> String {
+    diff_named(
+        from,
+        to,
+        &format!("version {v_from}"),
+        &format!("version {v_to}"),
+    )
+}
+
+/// Unified diff of two sets of definitions, each side labelled `name`
+/// (e.g. `version 3`, or a branch name).
+pub fn diff_named(
+    from: &[Definition],
+    to: &[Definition],
+    from_name: &str,
+    to_name: &str,
+) -> String {
     use std::collections::BTreeMap;
     /// (type, identity) -> (definition at `from`, definition at `to`).
     type Pair<'a> = (Option<&'a str>, Option<&'a str>);
@@ -242,9 +258,9 @@ pub fn diff_definitions(from: &[Definition], to: &[Definition], v_from: i64, v_t
     }
     let mut out = String::new();
     for ((ty, id), (old, new)) in all {
-        let label = |v: i64, present: bool| {
+        let label = |v: &str, present: bool| {
             if present {
-                format!("{ty} {id} (version {v})")
+                format!("{ty} {id} ({v})")
             } else {
                 "/dev/null".to_string()
             }
@@ -253,8 +269,8 @@ pub fn diff_definitions(from: &[Definition], to: &[Definition], v_from: i64, v_t
         out.push_str(&unified_diff(
             &text(old),
             &text(new),
-            &label(v_from, old.is_some()),
-            &label(v_to, new.is_some()),
+            &label(from_name, old.is_some()),
+            &label(to_name, new.is_some()),
         ));
     }
     out
