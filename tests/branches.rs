@@ -826,3 +826,58 @@ async fn the_cli_creates_lists_diffs_merges_and_drops() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("does not exist"), "{err}");
 }
+
+#[tokio::test]
+async fn extensions_in_a_versioned_schema_are_reported_with_the_fix() {
+    let db = cluster().fresh_db();
+    let direct = connect(&cluster().direct(&db)).await;
+    direct
+        .batch_execute("CREATE EXTENSION citext SCHEMA public; CREATE TABLE users (email citext)")
+        .await
+        .unwrap();
+    let proxy = start_proxy(test_config()).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    let e = c
+        .simple_query("CREATE BRANCH ext")
+        .await
+        .expect_err("refused");
+    assert_eq!(code(&e), "0A000", "{e}");
+    let d = e.as_db_error().unwrap();
+    assert!(d.detail().unwrap().contains("citext"), "{d:?}");
+    assert!(d.hint().unwrap().contains("ALTER EXTENSION"), "{d:?}");
+    // The fix works: with the extension in a shared schema on the path,
+    // the branch is created and its table uses the shared type.
+    direct
+        .batch_execute(&format!(
+            "CREATE SCHEMA extensions; ALTER EXTENSION citext SET SCHEMA extensions; \
+             ALTER DATABASE \"{db}\" SET search_path = \"$user\", public, extensions"
+        ))
+        .await
+        .unwrap();
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE BRANCH ext").await.unwrap();
+    let b = connect(&format!(
+        "{} options='-c branch=ext -c search_path=public,extensions'",
+        proxy.conn_str("postgres", &db)
+    ))
+    .await;
+    b.batch_execute("INSERT INTO users VALUES ('A@x.org'); CREATE TABLE more (e citext)")
+        .await
+        .unwrap();
+    let n: i64 = b
+        .query_one("SELECT count(*) FROM users WHERE email = 'a@X.ORG'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    // Without a search_path of its own, a session starts from the one the
+    // database sets, mapped: the shared schema stays on it.
+    for _ in 0..2 {
+        let d = connect(&on_branch(&proxy, &db, "ext")).await;
+        let path: String = d.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+        assert_eq!(path, "\"$user\", \"public@ext\", \"extensions\"");
+        d.batch_execute("CREATE TEMP TABLE t (e citext)")
+            .await
+            .unwrap();
+    }
+}

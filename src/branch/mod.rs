@@ -96,10 +96,11 @@ pub fn branch_search_path(client_path: Option<&str>, schemas: &[(String, String)
 
 /// The Query that checks a branch at connect time and marks the session
 /// as using it (a shared advisory lock that DROP BRANCH respects); its
-/// rows are the branch's (logical, physical) schema pairs.
+/// rows are the branch's (logical, physical) schema pairs, each with the
+/// search_path configured for the role and database (or NULL).
 pub fn enter_query(branch: &str) -> Vec<u8> {
     query_message(&format!(
-        "SELECT logical, physical FROM pgbranch.enter_branch({})",
+        "SELECT logical, physical, pgbranch.configured_search_path() FROM pgbranch.enter_branch({})",
         quote_literal(branch)
     ))
 }

@@ -28,6 +28,10 @@ pub struct ProxyContext {
     /// Per database: the versioned schemas its branches copy, as the
     /// database last said (`public` until then).
     pub versioned_schemas: dashmap::DashMap<String, Vec<String>>,
+    /// Per (database, user): the search_path configured with ALTER
+    /// ROLE/DATABASE ... SET, as the database last said (none: the
+    /// server default).
+    pub default_paths: dashmap::DashMap<(String, String), String>,
     /// Graceful shutdown: stop accepting, close sessions when idle.
     pub shutdown: CancellationToken,
     /// The shutdown timeout passed: close every session now.

@@ -135,6 +135,38 @@ fn find_in_options(tokens: &[(std::ops::Range<usize>, Vec<u8>)]) -> Result<Vec<F
     Ok(found)
 }
 
+/// The value the server will give GUC `name` (lower case) from an
+/// `options` string (`-c name=v`, `-cname=v`, `--name=v`; the last wins).
+pub fn option_value(options: &[u8], name: &str) -> Option<String> {
+    let tokens = split_options(options);
+    let mut value = None;
+    let mut i = 0;
+    while i < tokens.len() {
+        let tok = &tokens[i].1;
+        let (assignment, used) = if tok.as_slice() == b"-c" {
+            (tokens.get(i + 1).map(|t| t.1.as_slice()), 2)
+        } else if let Some(rest) = tok.strip_prefix(b"--") {
+            (Some(rest), 1)
+        } else if let Some(rest) = tok.strip_prefix(b"-c") {
+            (Some(rest), 1)
+        } else {
+            (None, 1)
+        };
+        if let Some(a) = assignment {
+            if let Some(eq) = a.iter().position(|&b| b == b'=') {
+                let key = String::from_utf8_lossy(&a[..eq])
+                    .to_ascii_lowercase()
+                    .replace('-', "_");
+                if key == name {
+                    value = Some(String::from_utf8_lossy(&a[eq + 1..]).into_owned());
+                }
+            }
+        }
+        i += used;
+    }
+    value
+}
+
 /// Records `value` from `source` for a setting, refusing disagreement.
 fn merge(
     slot: &mut Option<(String, &'static str)>,
@@ -278,6 +310,19 @@ mod tests {
         let mut s = startup(params);
         let r = extract(&mut s);
         (r, s)
+    }
+
+    #[test]
+    fn option_values_are_read_as_the_server_reads_them() {
+        assert_eq!(
+            option_value(b"-c search_path=a,b --search-path=c\\ d", "search_path").as_deref(),
+            Some("c d")
+        );
+        assert_eq!(
+            option_value(b"-csearch_path=x", "search_path").as_deref(),
+            Some("x")
+        );
+        assert_eq!(option_value(b"-c datestyle=iso", "search_path"), None);
     }
 
     #[test]

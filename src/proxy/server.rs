@@ -143,6 +143,7 @@ impl Server {
             hooks,
             metrics: ProxyMetrics::new(),
             versioned_schemas: dashmap::DashMap::new(),
+            default_paths: dashmap::DashMap::new(),
             shutdown: CancellationToken::new(),
             force: CancellationToken::new(),
         });

@@ -346,7 +346,12 @@ async fn connect_and_authenticate(
     };
     // A branch session's search_path goes in the startup packet, so that
     // it holds from the first statement on and RESET returns to it.
-    let client_path = startup.get_str("search_path");
+    let client_path = startup.get_str("search_path").or_else(|| {
+        startup
+            .get("options")
+            .and_then(|o| selection::option_value(o, "search_path"))
+    });
+    let default_key = (database.clone(), user.clone());
     let assumed = (selection.branch != DEFAULT_BRANCH).then(|| {
         let logical = ctx
             .versioned_schemas
@@ -354,7 +359,11 @@ async fn connect_and_authenticate(
             .map(|v| v.clone())
             .unwrap_or_else(|| vec!["public".to_string()]);
         let schemas = branch::assumed_schemas(&logical, &selection.branch);
-        let path = branch::branch_search_path(client_path.as_deref(), &schemas);
+        let cached_default = ctx.default_paths.get(&default_key).map(|p| p.clone());
+        let path = branch::branch_search_path(
+            client_path.as_deref().or(cached_default.as_deref()),
+            &schemas,
+        );
         startup.set("search_path", path.into_bytes());
         schemas
     });
@@ -449,16 +458,22 @@ async fn connect_and_authenticate(
                 let mut body = body;
                 let mut schemas = Vec::new();
                 if let Some(assumed) = &assumed {
+                    let cached_default = ctx.default_paths.get(&default_key).map(|p| p.clone());
                     let entered = enter_branch(
                         &mut upstream,
                         &mut reader,
                         &selection.branch,
                         assumed,
                         client_path.as_deref(),
+                        cached_default.as_deref(),
                     )
                     .await;
                     match entered {
-                        Ok((pairs, ready)) => {
+                        Ok((pairs, ready, default_path)) => {
+                            match default_path {
+                                Some(p) => ctx.default_paths.insert(default_key.clone(), p),
+                                None => ctx.default_paths.remove(&default_key).map(|(_, v)| v),
+                            };
                             let logical = pairs.iter().map(|(l, _)| l.clone()).collect();
                             ctx.versioned_schemas.insert(database.clone(), logical);
                             schemas = pairs;
@@ -580,13 +595,17 @@ fn data_row_text(body: &[u8]) -> Vec<String> {
 /// using it); corrects the search_path when the branch's schemas are not
 /// the ones assumed in the startup packet. One round trip in the common
 /// case, before the client is told it is connected.
+/// Also returns the search_path configured for the role and database
+/// (ALTER ROLE/DATABASE ... SET), which the session starts from when the
+/// client names none.
 async fn enter_branch(
     upstream: &mut Stream,
     reader: &mut UpstreamReader,
     branch: &str,
     assumed: &[(String, String)],
     client_path: Option<&str>,
-) -> Result<(Vec<(String, String)>, Vec<u8>), EnterError> {
+    assumed_default: Option<&str>,
+) -> Result<(Vec<(String, String)>, Vec<u8>, Option<String>), EnterError> {
     let (rows, mut ready) = match run_startup_query(upstream, reader, &branch::enter_query(branch))
         .await?
     {
@@ -608,21 +627,27 @@ async fn enter_branch(
             return Err(EnterError::Refused(as_fatal(&error)));
         }
     };
+    let default_path = rows
+        .first()
+        .and_then(|r| r.get(2))
+        .filter(|p| !p.is_empty())
+        .cloned();
     let schemas: Vec<(String, String)> = rows
         .into_iter()
         .filter_map(|r| match r.as_slice() {
-            [l, p] => Some((l.clone(), p.clone())),
+            [l, p, _] => Some((l.clone(), p.clone())),
             _ => None,
         })
         .collect();
-    if schemas != assumed {
-        let path = branch::branch_search_path(client_path, &schemas);
+    let default_changed = client_path.is_none() && default_path.as_deref() != assumed_default;
+    if schemas != assumed || default_changed {
+        let path = branch::branch_search_path(client_path.or(default_path.as_deref()), &schemas);
         match run_startup_query(upstream, reader, &branch::set_path_query(&path)).await? {
             Ok((_, r)) => ready = r,
             Err(error) => return Err(EnterError::Refused(as_fatal(&error))),
         }
     }
-    Ok((schemas, ready))
+    Ok((schemas, ready, default_path))
 }
 
 /// An ErrorResponse message with the server's fields, made FATAL: the

@@ -585,6 +585,18 @@ BEGIN
         v_from := v_from || r.parent_physical;
         v_to := v_to || r.physical;
     END LOOP;
+    -- Objects of extensions cannot be copied (the extension owns them),
+    -- and a branch must not point back at the parent's schema for them.
+    SELECT string_agg(DISTINCT format('%I (in schema %I)', e.extname, n.nspname), ', ')
+    INTO v_def
+    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+    WHERE n.nspname = ANY (v_from);
+    IF v_def IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('cannot create branch "%s": extensions are installed in a versioned schema', p_name),
+            DETAIL = format('Extensions: %s. A branch copies every object of its schemas, and an extension''s objects belong to the extension.', v_def),
+            HINT = 'Keep extensions in a shared schema every branch sees: CREATE SCHEMA extensions; ALTER EXTENSION <name> SET SCHEMA extensions; and add "extensions" to the search_path (ALTER DATABASE ... SET search_path = "$user", public, extensions).';
+    END IF;
     FOR i IN 1 .. coalesce(array_length(v_to, 1), 0) LOOP
         BEGIN
             EXECUTE format('CREATE SCHEMA %I', v_to[i]);
@@ -720,6 +732,20 @@ BEGIN
     RETURN QUERY SELECT s.logical, s.physical FROM pgbranch.branch_schemas s
                  WHERE s.branch = p_name ORDER BY s.logical;
 END
+$fn$;
+
+-- The search_path configured for this session's role and database (ALTER
+-- ROLE / DATABASE ... SET), most specific first; NULL when none is.
+CREATE FUNCTION pgbranch.configured_search_path() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT substr(c, length('search_path=') + 1)
+    FROM pg_db_role_setting s
+    CROSS JOIN LATERAL unnest(s.setconfig) c
+    WHERE c LIKE 'search\_path=%'
+      AND s.setrole IN (0, (SELECT oid FROM pg_roles WHERE rolname = session_user))
+      AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+    ORDER BY (s.setrole <> 0 AND s.setdatabase <> 0) DESC, s.setrole <> 0 DESC, s.setdatabase <> 0 DESC
+    LIMIT 1
 $fn$;
 
 -- Removes the branch's rows once its schemas are gone. SECURITY DEFINER:
@@ -1026,6 +1052,7 @@ GRANT EXECUTE ON FUNCTION pgbranch.ddl_begin(text, text),
     pgbranch.split_sql(text), pgbranch.run_in_order(text[], text[], text), pgbranch.kind_rank(text),
     pgbranch.register_branch(text, text, boolean), pgbranch.finish_branch(text, text, text),
     pgbranch.create_branch(text, text, boolean, text, text), pgbranch.enter_branch(text),
+    pgbranch.configured_search_path(),
     pgbranch.forget_branch(text), pgbranch.drop_branch(text, boolean, boolean),
     pgbranch.list_branches(), pgbranch.diff_branches(text, text),
     pgbranch.record_merged(text, text, bigint, text, text, text, text, text, text),

@@ -228,7 +228,8 @@ obj (classid, objid, body, cmt_kw, target, owner_kw, owner, acl, aclkind, grant_
            'EXTENSION', quote_ident(x.extname), NULL, NULL, NULL, NULL, NULL
     FROM pg_extension x
     JOIN pg_namespace xn ON xn.oid = x.extnamespace
-    WHERE x.oid >= 16384
+    -- Database-wide: listed only in the whole database's listing.
+    WHERE x.oid >= 16384 AND p_include IS NULL
 
     UNION ALL
     -- Tables, partitioned tables, partitions and foreign tables:
