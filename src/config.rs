@@ -544,6 +544,21 @@ mod tests {
         assert_eq!(c.shutdown_timeout, d.shutdown_timeout);
         assert_eq!(c.tls.mode, d.tls.mode);
         assert_eq!(c.log.level, d.log.level);
+        assert_eq!(c.branches.protected, d.branches.protected);
+    }
+
+    #[test]
+    fn protected_branches_come_from_the_environment_as_a_list() {
+        let c = Config::load(
+            None,
+            vec![(
+                "PGBRANCH_BRANCHES_PROTECTED".to_string(),
+                "[\"main\", \"release/1\"]".to_string(),
+            )],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.branches.protected, ["main", "release/1"]);
     }
 
     #[test]
