@@ -881,3 +881,79 @@ async fn extensions_in_a_versioned_schema_are_reported_with_the_fix() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn set_pgbranch_branch_switches_an_idle_session_and_reset_keeps_it_there() {
+    let db = shop_db().await;
+    let mut config = test_config();
+    config.branches.protected = vec!["main".into()];
+    let proxy = start_proxy(config).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE BRANCH sw").await.unwrap();
+    // Refused inside a transaction block, and in the extended protocol.
+    c.batch_execute("BEGIN").await.unwrap();
+    let e = c
+        .simple_query("SET pgbranch.branch = 'sw'")
+        .await
+        .expect_err("in a transaction");
+    assert_eq!(code(&e), "25001");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let e = c
+        .execute("SET pgbranch.branch = 'sw'", &[])
+        .await
+        .expect_err("extended");
+    assert_eq!(code(&e), "0A000");
+    let e = c
+        .simple_query("SET pgbranch.branch = 'nope'")
+        .await
+        .expect_err("unknown");
+    assert_eq!(code(&e), "3D000");
+    // The switch: branch, path, protection and DDL recording follow.
+    c.simple_query("SET pgbranch.branch = 'sw'").await.unwrap();
+    let show = |sql: &'static str| {
+        let c = &c;
+        async move { c.query_one(sql, &[]).await.unwrap().get::<_, String>(0) }
+    };
+    assert_eq!(show("SHOW pgbranch.branch").await, "sw");
+    assert_eq!(show("SHOW search_path").await, "\"$user\", \"public@sw\"");
+    c.batch_execute("CREATE TABLE public.only_on_sw (x int)")
+        .await
+        .unwrap();
+    // RESET and DISCARD do not fall back to main's path, in both protocols.
+    c.batch_execute("RESET search_path").await.unwrap();
+    assert_eq!(show("SHOW search_path").await, "\"$user\", \"public@sw\"");
+    c.batch_execute("SET search_path = pg_catalog")
+        .await
+        .unwrap();
+    c.batch_execute("DISCARD ALL").await.unwrap();
+    assert_eq!(show("SHOW search_path").await, "\"$user\", \"public@sw\"");
+    c.execute("DISCARD ALL", &[]).await.unwrap();
+    assert_eq!(show("SHOW search_path").await, "\"$user\", \"public@sw\"");
+    c.execute("RESET ALL", &[]).await.unwrap();
+    assert_eq!(show("SHOW search_path").await, "\"$user\", \"public@sw\"");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM only_on_sw", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // Back to the branch selected at connect time: protected again.
+    c.simple_query("RESET pgbranch.branch").await.unwrap();
+    assert_eq!(show("SHOW pgbranch.branch").await, "main");
+    assert_eq!(show("SHOW search_path").await, "\"$user\", public");
+    let e = c
+        .simple_query("CREATE TABLE no (x int)")
+        .await
+        .expect_err("main is protected");
+    assert_eq!(code(&e), "42501");
+    let direct = connect(&cluster().direct(&db)).await;
+    let recorded: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pgbranch.schema_history WHERE branch = 'sw' AND object_identity = 'public.only_on_sw'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 1);
+}

@@ -7,6 +7,8 @@
 //! - `DIFF BRANCH name [AGAINST other]` (other: the branch's parent)
 //! - `MERGE BRANCH name [INTO parent] [DRY RUN]`
 //! - `SHOW pgbranch.branch`: the session's branch
+//! - `SET pgbranch.branch = name` / `RESET pgbranch.branch`: switch an idle
+//!   session (the hook runs them: see `history::hook`)
 //!
 //! Each becomes a `SELECT` over a `pgbranch` function, preceded by the
 //! metadata check, run in-band as the connected role: PostgreSQL's
@@ -42,6 +44,9 @@ pub enum Command {
         dry_run: bool,
     },
     Current,
+    /// `SET pgbranch.branch = name`; `None`: `RESET pgbranch.branch` (back
+    /// to the branch selected at connect time).
+    Switch(Option<String>),
 }
 
 /// A command the proxy answers with an error: SQLSTATE and message.
@@ -142,6 +147,12 @@ pub fn parse(sql: &[u8]) -> Option<Result<Command, Invalid>> {
     // Cheap exit for ordinary traffic: the first word decides.
     let start = sql.iter().position(|b| !b.is_ascii_whitespace())?;
     let first = sql[start..].get(..4)?;
+    if first.eq_ignore_ascii_case(b"set ")
+        || first.eq_ignore_ascii_case(b"set\t")
+        || first.eq_ignore_ascii_case(b"rese")
+    {
+        return parse_switch(sql);
+    }
     if !(first.eq_ignore_ascii_case(b"crea")
         || first.eq_ignore_ascii_case(b"drop")
         || first.eq_ignore_ascii_case(b"show")
@@ -244,6 +255,43 @@ fn parse_diff(w: &[&str], is: &dyn Fn(usize, &str) -> bool) -> Result<Command, I
     Ok(Command::Diff { name, against })
 }
 
+/// `SET [SESSION] pgbranch.branch {TO | =} name`, `RESET pgbranch.branch`.
+fn parse_switch(sql: &[u8]) -> Option<Result<Command, Invalid>> {
+    let text = std::str::from_utf8(sql).ok()?;
+    // `SET pgbranch.branch='x'`: the `=` may touch the words around it.
+    let spaced = text.replacen('=', " = ", 1);
+    let w = words(&spaced)?;
+    let is = |i: usize, k: &str| w.get(i).is_some_and(|x| x.eq_ignore_ascii_case(k));
+    let is_name = |i: usize| {
+        w.get(i).is_some_and(|x| {
+            x.eq_ignore_ascii_case("pgbranch.branch") || *x == "\"pgbranch.branch\""
+        })
+    };
+    if is(0, "reset") {
+        return (is_name(1) && w.len() == 2).then_some(Ok(Command::Switch(None)));
+    }
+    let mut i = 1;
+    if is(i, "session") {
+        i += 1;
+    }
+    if is(i, "local") && is_name(i + 1) {
+        return Some(Err(Invalid {
+            code: "0A000",
+            message:
+                "SET LOCAL pgbranch.branch is not supported: a branch is chosen for the session"
+                    .into(),
+            hint: Some("Use SET pgbranch.branch outside a transaction block.".into()),
+        }));
+    }
+    if !is_name(i) {
+        return None;
+    }
+    if !(is(i + 1, "to") || is(i + 1, "=")) || w.len() != i + 3 {
+        return Some(Err(syntax("SET pgbranch.branch = 'name'")));
+    }
+    Some(branch_name(w[i + 2]).map(|n| Command::Switch(Some(n))))
+}
+
 fn parse_merge(w: &[&str], is: &dyn Fn(usize, &str) -> bool) -> Result<Command, Invalid> {
     let name = branch_name(w.get(2).ok_or_else(|| syntax(MERGE_USAGE))?)?;
     let mut into = None;
@@ -316,6 +364,11 @@ pub fn to_sql(command: &Command, ctx: &Context) -> (String, bool) {
             lit(name)
         ),
         Command::List => "SELECT * FROM pgbranch.list_branches()".to_string(),
+        Command::Switch(to) => format!(
+            "SELECT logical, physical, search_path FROM pgbranch.switch_branch({}, {}, pg_catalog.current_setting('search_path'))",
+            lit(to.as_deref().unwrap_or(ctx.branch)),
+            lit(ctx.branch)
+        ),
         Command::Merge {
             name,
             into,
@@ -397,6 +450,19 @@ mod tests {
         );
         assert_eq!(ok("show branches"), Command::List);
         assert_eq!(ok("SHOW pgbranch.branch"), Command::Current);
+        assert_eq!(
+            ok("set pgbranch.branch='f/1'"),
+            Command::Switch(Some("f/1".into()))
+        );
+        assert_eq!(
+            ok("SET SESSION \"pgbranch.branch\" TO main;"),
+            Command::Switch(Some("main".into()))
+        );
+        assert_eq!(ok("RESET pgbranch.branch"), Command::Switch(None));
+        assert_eq!(err("SET LOCAL pgbranch.branch = x").code, "0A000");
+        assert_eq!(err("SET pgbranch.branch x").code, "42601");
+        assert!(parse(b"SET search_path = x").is_none());
+        assert!(parse(b"RESET ALL").is_none());
         assert_eq!(
             ok("merge branch f into main dry run"),
             Command::Merge {

@@ -38,7 +38,9 @@ use super::commands;
 use super::migrate::migrate_sql;
 use super::record::{self, Origin};
 use crate::branch::commands as branch_commands;
-use crate::protocol::{backend_tag as bt, frontend_tag as ft, query_message, take_cstr};
+use crate::protocol::{
+    backend_tag as bt, frontend_tag as ft, query_message, take_cstr, HEADER_LEN,
+};
 use crate::proxy::hooks::{
     ClientVerdict, HookFactory, Injected, PositionMap, SessionHook, SessionInfo, StatementSet,
 };
@@ -87,6 +89,29 @@ pub struct HistoryHook {
     schemas: Option<SchemaMap>,
     /// DDL is refused on this branch (`branches.protected`).
     protected: bool,
+    /// Branches on which DDL is refused.
+    protected_list: Vec<String>,
+    /// The branch selected at connect time (`RESET pgbranch.branch`).
+    connect_branch: String,
+    /// A `SET pgbranch.branch` whose answer is coming.
+    switch: Option<PendingSwitch>,
+    /// After a switch: the session's search_path, restored after every
+    /// RESET / DISCARD (which would return to the startup packet's).
+    reset_path: Option<String>,
+    /// Prepared statements and portals that RESET or DISCARD.
+    reset_statements: std::collections::HashSet<Vec<u8>>,
+    reset_portals: std::collections::HashSet<Vec<u8>>,
+    /// A DISCARD ALL sent alone: restore the path after its ReadyForQuery.
+    restore_after_alone: bool,
+}
+
+/// A `SET pgbranch.branch` on its way.
+#[derive(Debug)]
+struct PendingSwitch {
+    target: String,
+    schemas: Vec<(String, String)>,
+    path: Option<String>,
+    failed: bool,
 }
 
 impl HistoryHook {
@@ -94,6 +119,13 @@ impl HistoryHook {
         Self {
             schemas: (!info.schemas.is_empty()).then(|| SchemaMap::new(info.schemas.clone())),
             protected: protected.contains(&info.branch),
+            protected_list: protected.to_vec(),
+            connect_branch: info.branch.clone(),
+            switch: None,
+            reset_path: None,
+            reset_statements: Default::default(),
+            reset_portals: Default::default(),
+            restore_after_alone: false,
             origin: Origin {
                 branch: info.branch.clone(),
                 client_addr: info.peer.clone(),
@@ -137,6 +169,22 @@ impl HistoryHook {
         })
     }
 
+    /// The session is on `sw.target` now.
+    fn apply_switch(&mut self, sw: PendingSwitch) {
+        self.protected = self.protected_list.contains(&sw.target);
+        self.schemas = (sw.target != crate::proxy::selection::DEFAULT_BRANCH)
+            .then(|| SchemaMap::new(sw.schemas));
+        self.reset_path = if sw.target == self.connect_branch {
+            None
+        } else {
+            sw.path
+        };
+        self.origin.branch = sw.target;
+        // Statements prepared on the other branch keep its names.
+        self.statements.clear();
+        self.portals.clear();
+    }
+
     /// The statement that refuses DDL on a protected branch.
     fn protected_error(&self) -> String {
         branch_commands::raise_sql(&branch_commands::Invalid {
@@ -152,8 +200,105 @@ impl HistoryHook {
         })
     }
 
+    /// `SET pgbranch.branch` / `RESET pgbranch.branch` as a simple Query:
+    /// `switch_branch` (swallowed) moves the session, then the client's own
+    /// statement runs (and answers SET / RESET).
+    fn on_switch(&mut self, sql: &[u8], to: Option<String>) -> ClientVerdict {
+        let refuse = |e: branch_commands::Invalid| ClientVerdict {
+            replace: Some(query_message(&branch_commands::raise_sql(&e))),
+            positions: Some(Arc::new(all_ours())),
+            ..ClientVerdict::default()
+        };
+        if Statements::with_standard_conforming_strings(sql, self.standard_strings).count() != 1 {
+            return refuse(branch_commands::Invalid {
+                code: "0A000",
+                message: "SET pgbranch.branch must be sent alone, not with other statements".into(),
+                hint: None,
+            });
+        }
+        let target = to.unwrap_or_else(|| self.connect_branch.clone());
+        let (select, _) = branch_commands::to_sql(
+            &branch_commands::Command::Switch(Some(target.clone())),
+            &branch_commands::Context {
+                branch: &self.origin.branch,
+                client_addr: Some(&self.origin.client_addr),
+                statement: "",
+            },
+        );
+        let text = format!(
+            "{};\n{select};\n{}",
+            self.ensure_sql(),
+            String::from_utf8_lossy(sql)
+        );
+        self.switch = Some(PendingSwitch {
+            target,
+            schemas: Vec::new(),
+            path: None,
+            failed: false,
+        });
+        ClientVerdict {
+            replace: Some(query_message(&text)),
+            swallow_statements: [0, 1].into_iter().collect(),
+            positions: Some(Arc::new(all_ours())),
+            ..ClientVerdict::default()
+        }
+    }
+
+    /// The statement that puts back a switched session's search_path.
+    fn restore_path_sql(&self) -> Option<String> {
+        self.reset_path.as_ref().map(|p| {
+            format!(
+                "SELECT pg_catalog.set_config('search_path', {}, false)",
+                crate::branch::quote_literal(p)
+            )
+        })
+    }
+
     fn on_query(&mut self, body: &[u8]) -> ClientVerdict {
         let sql = take_cstr(body).map_or(body, |(s, _)| s);
+        let verdict = self.on_query_inner(sql);
+        let Some(restore) = self.restore_path_sql() else {
+            return verdict;
+        };
+        // (A switch sets the path itself.)
+        if verdict.alone || self.switch.is_some() || !resets_settings(sql) {
+            return verdict;
+        }
+        if verdict.replace.is_none() && is_discard_all(sql) {
+            // Cannot share its Query with another statement: it runs
+            // alone and the path is restored right after it.
+            self.restore_after_alone = true;
+            return ClientVerdict {
+                alone: true,
+                ..verdict
+            };
+        }
+        // RESET / DISCARD return search_path to the startup packet's,
+        // which is another branch's: the switched one follows them.
+        let mut text = match &verdict.replace {
+            Some(m) if m.first() == Some(&ft::QUERY) && m.len() > HEADER_LEN => {
+                let body = &m[HEADER_LEN..];
+                body[..body.len() - 1].to_vec()
+            }
+            Some(_) => return verdict,
+            None => sql.to_vec(),
+        };
+        let index = self.split(&text).len();
+        text.extend_from_slice(b"\n;");
+        text.extend_from_slice(restore.as_bytes());
+        text.push(0);
+        let mut message = Vec::with_capacity(text.len() + HEADER_LEN);
+        crate::protocol::put_message(&mut message, ft::QUERY, &text);
+        let mut verdict = verdict;
+        verdict.swallow_statements.insert(index);
+        verdict.replace = Some(message);
+        verdict
+    }
+
+    fn on_query_inner(&mut self, sql: &[u8]) -> ClientVerdict {
+        if let Some(Ok(branch_commands::Command::Switch(to))) = branch_commands::parse(sql) {
+            return self.on_switch(sql, to);
+        }
         if let Some((text, check)) = self.branch_command(sql) {
             let text = if check {
                 format!("{};\n{text}", self.ensure_sql())
@@ -344,6 +489,22 @@ impl HistoryHook {
             crate::protocol::put_message(&mut message, ft::PARSE, &parse);
             message
         };
+        if let Some(Ok(branch_commands::Command::Switch(_))) = branch_commands::parse(sql) {
+            let raise = branch_commands::raise_sql(&branch_commands::Invalid {
+                code: "0A000",
+                message: "SET pgbranch.branch is supported in the simple query protocol only".into(),
+                hint: Some("Send it as a simple query (psql does; in drivers, the method that runs SQL without parameters, e.g. batch_execute or simple_query).".into()),
+            });
+            return ClientVerdict {
+                replace: Some(parse_message(raise.as_bytes())),
+                positions: Some(Arc::new(all_ours())),
+                ..ClientVerdict::default()
+            };
+        }
+        self.reset_statements.remove(name);
+        if self.reset_path.is_some() && resets_settings(sql) {
+            self.reset_statements.insert(name.to_vec());
+        }
         // A branch command's metadata check runs before its Parse, as the
         // proxy's own statement.
         if let Some((text, check)) = self.branch_command(sql) {
@@ -396,7 +557,15 @@ impl HistoryHook {
     }
 
     fn on_bind(&mut self, body: &[u8]) {
-        match take_cstr(body).and_then(|(portal, rest)| Some((portal, take_cstr(rest)?.0))) {
+        let names = take_cstr(body).and_then(|(portal, rest)| Some((portal, take_cstr(rest)?.0)));
+        if let Some((portal, statement)) = names {
+            if self.reset_statements.contains(statement) {
+                self.reset_portals.insert(portal.to_vec());
+            } else {
+                self.reset_portals.remove(portal);
+            }
+        }
+        match names {
             Some((portal, statement)) => match self.statements.get(statement) {
                 Some(c) => {
                     self.portals.insert(portal.to_vec(), c.clone());
@@ -435,6 +604,14 @@ impl HistoryHook {
         let Some((portal, _)) = take_cstr(body) else {
             return ClientVerdict::forward();
         };
+        if self.reset_portals.contains(portal) {
+            if let Some(restore) = self.restore_path_sql() {
+                return ClientVerdict {
+                    after: record::extended_frames(restore.as_bytes(), &[]),
+                    ..ClientVerdict::default()
+                };
+            }
+        }
         let Some(captured) = self.portals.remove(portal) else {
             return ClientVerdict::forward();
         };
@@ -524,6 +701,16 @@ impl SessionHook for HistoryHook {
     }
 
     fn on_server_message(&mut self, tag: u8, body: &[u8]) -> Vec<u8> {
+        // The switch's own CommandComplete follows its rows; one that
+        // arrives before them answers an earlier (pipelined) statement. A
+        // failed switch never sends its statement's.
+        if tag == bt::COMMAND_COMPLETE {
+            match self.switch.take() {
+                Some(sw) if sw.failed => {}
+                Some(sw) if !sw.schemas.is_empty() => self.apply_switch(sw),
+                other => self.switch = other,
+            }
+        }
         if tag == bt::PARAMETER_STATUS {
             match take_cstr(body) {
                 Some((b"standard_conforming_strings", rest)) => {
@@ -539,6 +726,12 @@ impl SessionHook for HistoryHook {
     }
 
     fn on_alone_response(&mut self, tag: u8, body: &[u8]) -> Vec<u8> {
+        if self.restore_after_alone && tag == bt::READY_FOR_QUERY {
+            self.restore_after_alone = false;
+            if let Some(restore) = self.restore_path_sql() {
+                return query_message(&restore);
+            }
+        }
         let Some(mut state) = self.non_tx.take() else {
             return Vec::new();
         };
@@ -569,6 +762,18 @@ impl SessionHook for HistoryHook {
     }
 
     fn on_injected_response(&mut self, tag: u8, body: &[u8]) -> Injected {
+        if let Some(sw) = self.switch.as_mut() {
+            match tag {
+                bt::DATA_ROW => {
+                    if let [l, p, path] = crate::protocol::backend::data_row_text(body).as_slice() {
+                        sw.schemas.push((l.clone(), p.clone()));
+                        sw.path = Some(path.clone());
+                    }
+                }
+                bt::ERROR_RESPONSE => sw.failed = true,
+                _ => {}
+            }
+        }
         if self.late_records > 0 {
             return match tag {
                 bt::READY_FOR_QUERY => {
@@ -627,6 +832,31 @@ fn late_record_warning(error: &[u8]) -> Vec<u8> {
     let mut message = Vec::new();
     crate::protocol::put_message(&mut message, bt::NOTICE_RESPONSE, &body);
     message
+}
+
+/// Whether `sql` holds a statement that resets settings (`RESET ...`,
+/// `DISCARD ...`), which would return search_path to its startup value.
+fn resets_settings(sql: &[u8]) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    if !(lower.windows(5).any(|w| w == b"reset") || lower.windows(7).any(|w| w == b"discard")) {
+        return false;
+    }
+    crate::sql::lexer::Statements::new(sql).any(|r| {
+        crate::sql::lexer::Lexer::new(&sql[r])
+            .next()
+            .is_some_and(|t| t.is_word("reset") || t.is_word("discard"))
+    })
+}
+
+/// Whether `sql` is one `DISCARD ALL` statement.
+fn is_discard_all(sql: &[u8]) -> bool {
+    let mut statements = crate::sql::lexer::Statements::new(sql);
+    let (Some(only), None) = (statements.next(), statements.next()) else {
+        return false;
+    };
+    let mut words = crate::sql::lexer::Lexer::new(&sql[only]);
+    words.next().is_some_and(|t| t.is_word("discard"))
+        && words.next().is_some_and(|t| t.is_word("all"))
 }
 
 /// Whether a statement may end, roll back or start a transaction (or roll

@@ -145,6 +145,31 @@ pub fn error_is_fatal(body: &[u8]) -> bool {
     )
 }
 
+/// The text columns of a DataRow (NULL as empty).
+pub fn data_row_text(body: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    if body.len() < 2 {
+        return out;
+    }
+    let n = u16::from_be_bytes([body[0], body[1]]) as usize;
+    let mut at = 2;
+    for _ in 0..n {
+        if at + 4 > body.len() {
+            break;
+        }
+        let len = read_u32(body, at) as i32;
+        at += 4;
+        if len < 0 {
+            out.push(String::new());
+            continue;
+        }
+        let end = (at + len as usize).min(body.len());
+        out.push(String::from_utf8_lossy(&body[at..end]).into_owned());
+        at = end;
+    }
+    out
+}
+
 /// BackendKeyData: process id and secret key (4 bytes in protocol 3.0, up to
 /// 256 bytes from 3.2 on).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -553,7 +553,7 @@ async fn run_startup_query(
     loop {
         let (tag, body) = reader.next(upstream).await?;
         match tag {
-            bt::DATA_ROW => rows.push(data_row_text(&body)),
+            bt::DATA_ROW => rows.push(crate::protocol::backend::data_row_text(&body)),
             bt::ERROR_RESPONSE => error = Some(body),
             bt::READY_FOR_QUERY => {
                 return Ok(match error {
@@ -564,31 +564,6 @@ async fn run_startup_query(
             _ => {}
         }
     }
-}
-
-/// The text columns of a DataRow (NULL as empty).
-fn data_row_text(body: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
-    if body.len() < 2 {
-        return out;
-    }
-    let n = u16::from_be_bytes([body[0], body[1]]) as usize;
-    let mut at = 2;
-    for _ in 0..n {
-        if at + 4 > body.len() {
-            break;
-        }
-        let len = read_u32(body, at) as i32;
-        at += 4;
-        if len < 0 {
-            out.push(String::new());
-            continue;
-        }
-        let end = (at + len as usize).min(body.len());
-        out.push(String::from_utf8_lossy(&body[at..end]).into_owned());
-        at = end;
-    }
-    out
 }
 
 /// Checks the session's branch in the database (and marks the session as

@@ -748,6 +748,70 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
     LIMIT 1
 $fn$;
 
+-- SET pgbranch.branch: moves the calling session from branch p_old to
+-- p_new. p_path is the session's search_path (read by the caller: inside
+-- this function it is pinned); each schema of p_old on it is replaced by
+-- p_new's copy of the same logical schema, and the result is set for the
+-- session (transactional: it rolls back with the caller's statement).
+CREATE FUNCTION pgbranch.switch_branch(p_new text, p_old text, p_path text)
+RETURNS TABLE (logical name, physical name, search_path text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_old_log  name[];
+    v_old_phys name[];
+    v_new_log  name[];
+    v_new_phys name[];
+    v_out      text[] := '{}';
+    e          text;
+    k          integer;
+BEGIN
+    PERFORM pgbranch.check_branch_name(p_new);
+    -- Sent alone in a simple Query, it starts its own transaction: a
+    -- transaction block opened earlier started before this statement.
+    IF now() <> statement_timestamp() THEN
+        RAISE EXCEPTION USING ERRCODE = '25001',
+            MESSAGE = 'SET pgbranch.branch cannot run inside a transaction block',
+            HINT = 'COMMIT or ROLLBACK first: a branch is chosen for the session.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pgbranch.branches b WHERE b.name = p_new) THEN
+        RAISE EXCEPTION USING ERRCODE = '3D000',
+            MESSAGE = format('branch "%s" does not exist', p_new),
+            HINT = format('Create it with CREATE BRANCH %s.', quote_ident(p_new));
+    END IF;
+    SELECT array_agg(s.logical), array_agg(s.physical) INTO v_old_log, v_old_phys
+    FROM pgbranch.branch_schemas s WHERE s.branch = p_old;
+    SELECT array_agg(s.logical ORDER BY s.logical), array_agg(s.physical ORDER BY s.logical)
+    INTO v_new_log, v_new_phys
+    FROM pgbranch.branch_schemas s WHERE s.branch = p_new;
+    FOR e IN SELECT btrim(x) FROM unnest(string_to_array(p_path, ',')) x LOOP
+        IF e LIKE '"%"' THEN
+            e := replace(substr(e, 2, length(e) - 2), '""', '"');
+        END IF;
+        k := array_position(v_old_phys, e::name);
+        IF k IS NOT NULL THEN
+            e := v_new_phys[array_position(v_new_log, v_old_log[k])];
+        END IF;
+        IF e IS NOT NULL AND e <> '' THEN
+            v_out := v_out || quote_ident(e);
+        END IF;
+    END LOOP;
+    -- (DISCARD ALL may have released it already.)
+    IF p_old <> 'main' AND EXISTS (
+        SELECT 1 FROM pg_locks l
+        WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted
+          AND l.classid = pgbranch.lock_space()::oid AND l.objid = hashtext(p_old)::oid
+          AND l.objsubid = 2 AND l.mode = 'ShareLock') THEN
+        PERFORM pg_advisory_unlock_shared(pgbranch.lock_space(), hashtext(p_old));
+    END IF;
+    IF p_new <> 'main' THEN
+        PERFORM pg_advisory_lock_shared(pgbranch.lock_space(), hashtext(p_new));
+    END IF;
+    PERFORM set_config('search_path', array_to_string(v_out, ', '), false);
+    RETURN QUERY SELECT s.logical, s.physical, array_to_string(v_out, ', ')
+                 FROM pgbranch.branch_schemas s WHERE s.branch = p_new ORDER BY s.logical;
+END
+$fn$;
+
 -- Removes the branch's rows once its schemas are gone. SECURITY DEFINER:
 -- only after the caller could drop the schemas.
 CREATE FUNCTION pgbranch.forget_branch(p_name text) RETURNS void
@@ -1052,7 +1116,7 @@ GRANT EXECUTE ON FUNCTION pgbranch.ddl_begin(text, text),
     pgbranch.split_sql(text), pgbranch.run_in_order(text[], text[], text), pgbranch.kind_rank(text),
     pgbranch.register_branch(text, text, boolean), pgbranch.finish_branch(text, text, text),
     pgbranch.create_branch(text, text, boolean, text, text), pgbranch.enter_branch(text),
-    pgbranch.configured_search_path(),
+    pgbranch.configured_search_path(), pgbranch.switch_branch(text, text, text),
     pgbranch.forget_branch(text), pgbranch.drop_branch(text, boolean, boolean),
     pgbranch.list_branches(), pgbranch.diff_branches(text, text),
     pgbranch.record_merged(text, text, bigint, text, text, text, text, text, text),
