@@ -957,3 +957,30 @@ async fn set_pgbranch_branch_switches_an_idle_session_and_reset_keeps_it_there()
         .get(0);
     assert_eq!(recorded, 1);
 }
+
+#[tokio::test]
+async fn the_startup_parameter_selects_a_branch_too() {
+    use common::raw::RawConn;
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(test_config()).await;
+    let main = connect(&proxy.conn_str("postgres", &db)).await;
+    main.simple_query("CREATE BRANCH by-param").await.unwrap();
+    let (mut r, _) = RawConn::connect(
+        proxy.port(),
+        &[
+            ("user", b"postgres"),
+            ("database", db.as_bytes()),
+            ("pgbranch.branch", b"by-param"),
+        ],
+    )
+    .await;
+    r.send_query_bytes(b"SHOW search_path").await;
+    let rows: Vec<String> = r
+        .until_ready()
+        .await
+        .into_iter()
+        .filter(|(tag, _)| *tag == b'D')
+        .map(|(_, body)| pgbranch::protocol::backend::data_row_text(&body).remove(0))
+        .collect();
+    assert_eq!(rows, ["\"$user\", \"public@by-param\""]);
+}
