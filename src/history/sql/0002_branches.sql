@@ -417,9 +417,13 @@ $fn$;
 -- Runs statements grouped by object (p_group), in order within a group,
 -- retrying what fails until a round makes no progress: dependencies
 -- between objects (a view on a view, a serial column's sequence and its
--- OWNED BY, foreign keys in a cycle) resolve themselves. What never runs
--- is an error naming the object, and the caller's transaction fails.
-CREATE FUNCTION pgbranch.run_in_order(p_stmts text[], p_group text[], p_what text) RETURNS void
+-- OWNED BY) resolve themselves. What never runs is, with p_final, an
+-- error naming the object (the caller's transaction fails), and
+-- otherwise handed back (left_stmts, left_groups) for a later phase.
+-- rows_done: rows the statements processed.
+CREATE FUNCTION pgbranch.run_in_order(
+    p_stmts text[], p_group text[], p_what text, p_final boolean DEFAULT true,
+    OUT left_stmts text[], OUT left_groups text[], OUT rows_done bigint)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     n        integer := coalesce(array_length(p_stmts, 1), 0);
@@ -427,12 +431,16 @@ DECLARE
     err      text[] := array_fill(NULL::text, ARRAY[greatest(n, 1)]);
     state    text[] := array_fill(NULL::text, ARRAY[greatest(n, 1)]);
     v_state  text;
+    v_rows   bigint;
     i        integer;
     progress boolean;
     left_    integer := n;
     v_report text := '';
     v_count  integer := 0;
 BEGIN
+    left_stmts := '{}';
+    left_groups := '{}';
+    rows_done := 0;
     LOOP
         progress := false;
         FOR i IN 1 .. n LOOP
@@ -441,6 +449,8 @@ BEGIN
             CONTINUE WHEN i > 1 AND p_group[i - 1] = p_group[i] AND NOT done[i - 1];
             BEGIN
                 EXECUTE p_stmts[i];
+                GET DIAGNOSTICS v_rows = ROW_COUNT;
+                rows_done := rows_done + v_rows;
                 done[i] := true;
                 progress := true;
                 left_ := left_ - 1;
@@ -451,21 +461,31 @@ BEGIN
         END LOOP;
         EXIT WHEN left_ = 0 OR NOT progress;
     END LOOP;
-    IF left_ > 0 THEN
+    IF left_ = 0 THEN
+        RETURN;
+    END IF;
+    IF NOT p_final THEN
         FOR i IN 1 .. n LOOP
-            IF NOT done[i] AND (i = 1 OR p_group[i - 1] <> p_group[i] OR done[i - 1]) THEN
-                v_count := v_count + 1;
-                -- One SQLSTATE for every failure is the error's own.
-                v_state := CASE WHEN v_count = 1 OR v_state = state[i] THEN state[i] ELSE '55000' END;
-                IF v_count <= 10 THEN
-                    v_report := v_report || format(E'\n%s: %s (in: %s)', p_group[i], err[i], left(p_stmts[i], 200));
-                END IF;
+            IF NOT done[i] THEN
+                left_stmts := left_stmts || p_stmts[i];
+                left_groups := left_groups || p_group[i];
             END IF;
         END LOOP;
-        RAISE EXCEPTION USING ERRCODE = coalesce(v_state, '55000'),
-            MESSAGE = format('pgbranch: %s failed for %s object(s)', p_what, v_count),
-            DETAIL = ltrim(v_report, E'\n');
+        RETURN;
     END IF;
+    FOR i IN 1 .. n LOOP
+        IF NOT done[i] AND (i = 1 OR p_group[i - 1] <> p_group[i] OR done[i - 1]) THEN
+            v_count := v_count + 1;
+            -- One SQLSTATE for every failure is the error's own.
+            v_state := CASE WHEN v_count = 1 OR v_state = state[i] THEN state[i] ELSE '55000' END;
+            IF v_count <= 10 THEN
+                v_report := v_report || format(E'\n%s: %s (in: %s)', p_group[i], err[i], left(p_stmts[i], 200));
+            END IF;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION USING ERRCODE = coalesce(v_state, '55000'),
+        MESSAGE = format('pgbranch: %s failed for %s object(s)', p_what, v_count),
+        DETAIL = ltrim(v_report, E'\n');
 END
 $fn$;
 
@@ -559,6 +579,16 @@ $fn$;
 -- CREATE BRANCH: copies every object of the parent's versioned schemas
 -- (and with p_with_data their rows) into new schemas, in the caller's
 -- transaction, as the caller. Returns what it copied.
+--
+-- In phases, so that rows are copied before anything checks or indexes
+-- them (and no trigger of the copy fires for them):
+--   A. types, sequences, routines, tables (without PRIMARY KEY, UNIQUE,
+--      EXCLUDE and FOREIGN KEY constraints);
+--   B. the rows (WITH DATA);
+--   C. PRIMARY KEY, UNIQUE and EXCLUDE constraints, and indexes;
+--   D. foreign keys (any order: the tables all exist; cycles are fine);
+--   E. views, materialized views, triggers, policies, rules, statistics,
+--      and whatever an earlier phase could not run yet.
 CREATE FUNCTION pgbranch.create_branch(
     p_name text, p_parent text DEFAULT 'main', p_with_data boolean DEFAULT false,
     p_statement text DEFAULT NULL, p_client_addr text DEFAULT NULL
@@ -568,17 +598,26 @@ DECLARE
     v_logical  name[] := '{}';
     v_from     name[] := '{}';
     v_to       name[] := '{}';
-    v_stmts    text[] := '{}';
-    v_groups   text[] := '{}';
+    a_stmts    text[] := '{}';
+    a_groups   text[] := '{}';
+    c_stmts    text[] := '{}';
+    c_groups   text[] := '{}';
+    d_stmts    text[] := '{}';
+    d_groups   text[] := '{}';
+    e_stmts    text[] := '{}';
+    e_groups   text[] := '{}';
+    b_stmts    text[] := '{}';
+    b_groups   text[] := '{}';
     v_objects  bigint := 0;
     v_tables   bigint := 0;
     v_rows     bigint := 0;
-    v_n        bigint;
     v_cols     text;
+    v_vals     text;
+    v_def      text;
+    v_what     text := format('creating branch "%s"', p_name);
+    res        record;
     r          record;
     s          text;
-    v_def      text;
-    v_vals     text;
 BEGIN
     FOR r IN SELECT * FROM pgbranch.register_branch(p_name, p_parent, p_with_data) LOOP
         v_logical := v_logical || r.logical;
@@ -615,30 +654,48 @@ BEGIN
         v_objects := v_objects + 1;
         v_def := pgbranch.map_qualified(r.definition, v_from, v_to);
         IF r.object_type = 'table' THEN
-            -- Foreign keys are added once every table exists (they may
-            -- form cycles): out of the column list, see below.
+            -- Keys and foreign keys come after the rows (phases C, D).
             v_def := regexp_replace(v_def,
-                ',\n    CONSTRAINT ("(?:[^"]|"")*"|[^ \n]+) FOREIGN KEY [^\n]*?(?=,\n    |\n\))', '', 'g');
+                ',\n    CONSTRAINT ("(?:[^"]|"")*"|[^ \n]+) (FOREIGN KEY|PRIMARY KEY|UNIQUE|EXCLUDE) [^\n]*?(?=,\n    |\n\))',
+                '', 'g');
         END IF;
         FOR s IN SELECT pgbranch.split_sql(v_def) LOOP
             CONTINUE WHEN s ~ '^ALTER [A-Z ]+ .* OWNER TO [^;]*;$';
-            v_stmts := v_stmts || s;
-            v_groups := v_groups || (r.object_type || ' ' || r.identity);
+            IF r.object_type = 'index' THEN
+                c_stmts := c_stmts || s;
+                c_groups := c_groups || (r.object_type || ' ' || r.identity);
+            ELSIF r.object_type IN ('view', 'materialized view', 'trigger', 'policy', 'rule', 'statistics object') THEN
+                e_stmts := e_stmts || s;
+                e_groups := e_groups || (r.object_type || ' ' || r.identity);
+            ELSE
+                a_stmts := a_stmts || s;
+                a_groups := a_groups || (r.object_type || ' ' || r.identity);
+            END IF;
         END LOOP;
     END LOOP;
-    FOR r IN SELECT k.conname, c.relname, i AS k, pg_get_constraintdef(k.oid) AS def
+    -- Constraints taken out of the tables above.
+    FOR r IN SELECT k.conname, k.contype, c.relname, i AS k, pg_get_constraintdef(k.oid) AS def
              FROM pg_constraint k
              JOIN pg_class c ON c.oid = k.conrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN generate_subscripts(v_from, 1) i ON v_from[i] = n.nspname
-             WHERE k.contype = 'f' AND k.conislocal AND k.conparentid = 0 AND k.convalidated
+             WHERE k.contype IN ('f', 'p', 'u', 'x') AND k.conislocal AND k.conparentid = 0 AND k.convalidated
              ORDER BY c.relname, k.conname LOOP
-        v_stmts := v_stmts || format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s', v_to[r.k], r.relname, r.conname,
-                                     pgbranch.map_qualified(r.def, v_from, v_to));
-        v_groups := v_groups || format('constraint %I on %I.%I', r.conname, v_logical[r.k], r.relname);
+        s := format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s', v_to[r.k], r.relname, r.conname,
+                    pgbranch.map_qualified(r.def, v_from, v_to));
+        IF r.contype = 'f' THEN
+            d_stmts := d_stmts || s;
+            d_groups := d_groups || format('constraint %I on %I.%I', r.conname, v_logical[r.k], r.relname);
+        ELSE
+            c_stmts := c_stmts || s;
+            c_groups := c_groups || format('constraint %I on %I.%I', r.conname, v_logical[r.k], r.relname);
+        END IF;
     END LOOP;
-    PERFORM pgbranch.run_in_order(v_stmts, v_groups, format('creating branch "%s"', p_name));
 
+    -- A.
+    res := pgbranch.run_in_order(a_stmts, a_groups, v_what, false);
+    e_stmts := res.left_stmts || e_stmts;
+    e_groups := res.left_groups || e_groups;
     -- Sequences continue from the parent's values.
     FOR r IN SELECT q.sequencename, q.last_value, i AS k
              FROM pg_sequences q
@@ -647,9 +704,8 @@ BEGIN
         PERFORM setval(format('%I.%I', v_to[r.k], r.sequencename), r.last_value, true);
     END LOOP;
 
+    -- B.
     IF p_with_data THEN
-        v_stmts := '{}';
-        v_groups := '{}';
         FOR r IN SELECT c.relname, c.relkind, i AS k
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  JOIN generate_subscripts(v_from, 1) i ON v_from[i] = n.nspname
@@ -669,32 +725,24 @@ BEGIN
             WHERE a.attrelid = format('%I.%I', v_from[r.k], r.relname)::regclass
               AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
             v_tables := v_tables + 1;
-            v_stmts := v_stmts || format('INSERT INTO %I.%I (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s %I.%I',
+            b_stmts := b_stmts || format('INSERT INTO %I.%I (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s %I.%I',
                 v_to[r.k], r.relname, v_cols, v_vals,
                 CASE r.relkind WHEN 'r' THEN 'ONLY' ELSE '' END, v_from[r.k], r.relname);
-            v_groups := v_groups || format('table %I.%I', v_logical[r.k], r.relname);
+            b_groups := b_groups || format('table %I.%I', v_logical[r.k], r.relname);
         END LOOP;
-        -- Rows arrive as they are; user triggers of the copies stay quiet.
-        FOR r IN SELECT t.tgrelid::regclass AS rel FROM pg_trigger t
-                 JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = ANY (v_to) AND NOT t.tgisinternal AND t.tgparentid = 0
-                 GROUP BY t.tgrelid LOOP
-            EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', r.rel);
-        END LOOP;
-        PERFORM pgbranch.run_in_order(v_stmts, v_groups, format('copying data to branch "%s"', p_name));
-        FOR r IN SELECT t.tgrelid::regclass AS rel FROM pg_trigger t
-                 JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = ANY (v_to) AND NOT t.tgisinternal AND t.tgparentid = 0
-                 GROUP BY t.tgrelid LOOP
-            EXECUTE format('ALTER TABLE %s ENABLE TRIGGER USER', r.rel);
-        END LOOP;
-        SELECT coalesce(sum(c.reltuples)::bigint, 0) INTO v_n FROM pg_class c WHERE false;
-        FOR r IN SELECT c.relname, n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = ANY (v_to) AND c.relkind = 'r' LOOP
-            EXECUTE format('SELECT count(*) FROM ONLY %I.%I', r.nspname, r.relname) INTO v_n;
-            v_rows := v_rows + v_n;
-        END LOOP;
+        res := pgbranch.run_in_order(b_stmts, b_groups, format('copying data to branch "%s"', p_name), true);
+        v_rows := res.rows_done;
     END IF;
+
+    -- C, D.
+    res := pgbranch.run_in_order(c_stmts, c_groups, v_what, false);
+    e_stmts := res.left_stmts || e_stmts;
+    e_groups := res.left_groups || e_groups;
+    res := pgbranch.run_in_order(d_stmts, d_groups, v_what, false);
+    e_stmts := res.left_stmts || e_stmts;
+    e_groups := res.left_groups || e_groups;
+    -- E.
+    PERFORM pgbranch.run_in_order(e_stmts, e_groups, v_what, true);
 
     -- Materialized views hold what their parents hold.
     FOR r IN SELECT c.relname, i AS k FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -1113,7 +1161,7 @@ GRANT EXECUTE ON FUNCTION pgbranch.ddl_begin(text, text),
     pgbranch.lock_space(), pgbranch.check_branch_name(text),
     pgbranch.map_qualified(text, name[], name[]), pgbranch.unmap(text, name[], name[]),
     pgbranch.branch_objects(text, boolean), pgbranch.branch_fingerprint(text),
-    pgbranch.split_sql(text), pgbranch.run_in_order(text[], text[], text), pgbranch.kind_rank(text),
+    pgbranch.split_sql(text), pgbranch.run_in_order(text[], text[], text, boolean), pgbranch.kind_rank(text),
     pgbranch.register_branch(text, text, boolean), pgbranch.finish_branch(text, text, text),
     pgbranch.create_branch(text, text, boolean, text, text), pgbranch.enter_branch(text),
     pgbranch.configured_search_path(), pgbranch.switch_branch(text, text, text),
