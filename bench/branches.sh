@@ -126,16 +126,6 @@ create_data_db() {
         { cat "$TMP/pgbench-init.log" >&2; die "pgbench -i failed"; }
 }
 
-start_pgbranch() {
-    PGBRANCH_PORT=$(free_port)
-    # --metrics-listen '': no HTTP endpoint, which nothing here reads.
-    PGBRANCH_LOG=warn "$PGBRANCH_BIN" serve \
-        --upstream "postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
-        --listen "127.0.0.1:$PGBRANCH_PORT" --metrics-listen '' >"$TMP/pgbranch.log" 2>&1 &
-    PGBRANCH_PID=$!
-    wait_ready "$PGBRANCH_PORT" pgbranch "$TMP/pgbranch.log"
-}
-
 # ---------------------------------------------------------------------------
 # Measuring; $RESULTS has a line "scenario round target - ms -" per timed
 # command ("... FAIL FAIL -" when it failed), the layout lib.sh's values and

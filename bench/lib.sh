@@ -307,3 +307,17 @@ print_footer() {
         echo "WARNING: $(grep -c ' FAIL ' "$RESULTS") pgbench run(s) failed; see stderr"
     fi
 }
+
+# Starts the release pgbranch in front of the cluster on $PG_PORT, on a
+# free port; sets PGBRANCH_PORT and PGBRANCH_PID (the caller stops it).
+# shellcheck disable=SC2034  # PGBRANCH_PID is the caller's
+start_pgbranch() {
+    PGBRANCH_PORT=$(free_port)
+    # --metrics-listen '': no HTTP endpoint, which nothing here reads and
+    # whose default port (127.0.0.1:9930) may be taken (it still counts).
+    PGBRANCH_LOG=warn "$PGBRANCH_BIN" serve \
+        --upstream "postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
+        --listen "127.0.0.1:$PGBRANCH_PORT" --metrics-listen '' >"$TMP/pgbranch.log" 2>&1 &
+    PGBRANCH_PID=$!
+    wait_ready "$PGBRANCH_PORT" pgbranch "$TMP/pgbranch.log"
+}

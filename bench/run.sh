@@ -139,17 +139,6 @@ EOF
     wait_ready "$PGBOUNCER_PORT" PgBouncer "$dir/pgbouncer.log"
 }
 
-start_pgbranch() {
-    PGBRANCH_PORT=$(free_port)
-    # --metrics-listen '': no HTTP endpoint, which nothing here reads and
-    # whose default port (127.0.0.1:9930) may be taken (it still counts).
-    PGBRANCH_LOG=warn "$PGBRANCH_BIN" serve \
-        --upstream "postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
-        --listen "127.0.0.1:$PGBRANCH_PORT" --metrics-listen '' >"$TMP/pgbranch.log" 2>&1 &
-    PGBRANCH_PID=$!
-    wait_ready "$PGBRANCH_PORT" pgbranch "$TMP/pgbranch.log"
-}
-
 port_of() {
     case $1 in
     direct) echo "$PG_PORT" ;;

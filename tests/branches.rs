@@ -21,6 +21,22 @@ async fn shop_db() -> String {
     db
 }
 
+/// A shop database, a proxy, a session on main and one on a new schema-only
+/// branch `name`.
+async fn with_branch(
+    config: pgbranch::config::Config,
+    name: &str,
+) -> (String, TestProxy, Client, Client) {
+    let db = shop_db().await;
+    let proxy = start_proxy(config).await;
+    let main = connect(&proxy.conn_str("postgres", &db)).await;
+    main.simple_query(&format!("CREATE BRANCH {name}"))
+        .await
+        .unwrap();
+    let b = connect(&on_branch(&proxy, &db, name)).await;
+    (db, proxy, main, b)
+}
+
 fn on_branch(proxy: &TestProxy, db: &str, branch: &str) -> String {
     format!(
         "{} options='-c branch={branch}'",
@@ -680,11 +696,7 @@ async fn merge_replays_the_branch_on_main_and_records_it_as_merged() {
 
 #[tokio::test]
 async fn conflicts_are_listed_and_nothing_is_applied() {
-    let db = shop_db().await;
-    let proxy = start_proxy(test_config()).await;
-    let main = connect(&proxy.conn_str("postgres", &db)).await;
-    main.simple_query("CREATE BRANCH feature").await.unwrap();
-    let b = connect(&on_branch(&proxy, &db, "feature")).await;
+    let (db, _proxy, main, b) = with_branch(test_config(), "feature").await;
     b.batch_execute(
         "CREATE TABLE harmless (x int); ALTER TABLE customers ADD COLUMN on_branch int",
     )
@@ -722,11 +734,7 @@ async fn conflicts_are_listed_and_nothing_is_applied() {
 
 #[tokio::test]
 async fn a_merge_that_fails_on_main_data_rolls_back_and_names_the_statement() {
-    let db = shop_db().await;
-    let proxy = start_proxy(test_config()).await;
-    let main = connect(&proxy.conn_str("postgres", &db)).await;
-    main.simple_query("CREATE BRANCH feature").await.unwrap();
-    let b = connect(&on_branch(&proxy, &db, "feature")).await;
+    let (db, _proxy, main, b) = with_branch(test_config(), "feature").await;
     // Fine on the branch's empty table, not on main's rows.
     b.batch_execute(
         "CREATE TABLE first_ok (x int); ALTER TABLE customers ADD COLUMN required int NOT NULL",

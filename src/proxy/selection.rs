@@ -91,55 +91,12 @@ struct Found {
     tokens: std::ops::Range<usize>,
 }
 
-/// Finds the settings pgbranch owns in an `options` string.
-fn find_in_options(tokens: &[(std::ops::Range<usize>, Vec<u8>)]) -> Result<Vec<Found>, PgError> {
-    let mut found = Vec::new();
-    let mut i = 0;
-    while i < tokens.len() {
-        let tok = &tokens[i].1;
-        // `-c name=value`, `-cname=value`, `--name=value`.
-        let (assignment, used) = if tok.as_slice() == b"-c" {
-            match tokens.get(i + 1) {
-                Some((_, next)) => (Some(next.as_slice()), 2),
-                None => (None, 1),
-            }
-        } else if let Some(rest) = tok.strip_prefix(b"--") {
-            (Some(rest), 1)
-        } else if let Some(rest) = tok.strip_prefix(b"-c") {
-            (Some(rest), 1)
-        } else {
-            (None, 1)
-        };
-        if let Some(assignment) = assignment {
-            if let Some(eq) = assignment.iter().position(|&b| b == b'=') {
-                let key = String::from_utf8_lossy(&assignment[..eq]);
-                if let Some(setting) = setting_for(&key) {
-                    let value = std::str::from_utf8(&assignment[eq + 1..])
-                        .map_err(|_| {
-                            PgError::fatal(
-                                "22021",
-                                "pgbranch selection in options is not valid UTF-8",
-                            )
-                        })?
-                        .to_string();
-                    found.push(Found {
-                        setting,
-                        value,
-                        tokens: i..i + used,
-                    });
-                }
-            }
-        }
-        i += used;
-    }
-    Ok(found)
-}
-
-/// The value the server will give GUC `name` (lower case) from an
-/// `options` string (`-c name=v`, `-cname=v`, `--name=v`; the last wins).
-pub fn option_value(options: &[u8], name: &str) -> Option<String> {
-    let tokens = split_options(options);
-    let mut value = None;
+/// The `name=value` assignments of an `options` string (`-c name=value`,
+/// `-cname=value`, `--name=value`), with the tokens each occupies.
+fn assignments(
+    tokens: &[(std::ops::Range<usize>, Vec<u8>)],
+) -> Vec<(&[u8], &[u8], std::ops::Range<usize>)> {
+    let mut out = Vec::new();
     let mut i = 0;
     while i < tokens.len() {
         let tok = &tokens[i].1;
@@ -154,17 +111,48 @@ pub fn option_value(options: &[u8], name: &str) -> Option<String> {
         };
         if let Some(a) = assignment {
             if let Some(eq) = a.iter().position(|&b| b == b'=') {
-                let key = String::from_utf8_lossy(&a[..eq])
-                    .to_ascii_lowercase()
-                    .replace('-', "_");
-                if key == name {
-                    value = Some(String::from_utf8_lossy(&a[eq + 1..]).into_owned());
-                }
+                out.push((&a[..eq], &a[eq + 1..], i..(i + used).min(tokens.len())));
             }
         }
         i += used;
     }
-    value
+    out
+}
+
+/// Finds the settings pgbranch owns in an `options` string.
+fn find_in_options(tokens: &[(std::ops::Range<usize>, Vec<u8>)]) -> Result<Vec<Found>, PgError> {
+    let mut found = Vec::new();
+    for (key, value, range) in assignments(tokens) {
+        if let Some(setting) = setting_for(&String::from_utf8_lossy(key)) {
+            let value = std::str::from_utf8(value)
+                .map_err(|_| {
+                    PgError::fatal("22021", "pgbranch selection in options is not valid UTF-8")
+                })?
+                .to_string();
+            found.push(Found {
+                setting,
+                value,
+                tokens: range,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The value the server will give GUC `name` (lower case) from an
+/// `options` string (`-c name=v`, `-cname=v`, `--name=v`; the last wins).
+pub fn option_value(options: &[u8], name: &str) -> Option<String> {
+    let tokens = split_options(options);
+    assignments(&tokens)
+        .into_iter()
+        .rev()
+        .find(|(key, _, _)| {
+            String::from_utf8_lossy(key)
+                .to_ascii_lowercase()
+                .replace('-', "_")
+                == name
+        })
+        .map(|(_, value, _)| String::from_utf8_lossy(value).into_owned())
 }
 
 /// Records `value` from `source` for a setting, refusing disagreement.
