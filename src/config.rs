@@ -160,14 +160,18 @@ pub struct EmbeddedConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and
-    /// `/readyz`; empty = off.
+    /// `/readyz`; empty = off (and statements are not timed at all).
     pub listen: String,
+    /// Branches that get a label of their own in the per-statement
+    /// metrics; the rest are reported as `other`.
+    pub max_branch_labels: usize,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9930".into(),
+            max_branch_labels: 20,
         }
     }
 }

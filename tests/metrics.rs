@@ -95,7 +95,10 @@ async fn metrics_count_connections_refusals_and_sessions() {
         ),
         0.0
     );
-    assert_eq!(sample(&text, "pgbranch_client_sessions"), 3.0);
+    assert_eq!(
+        sample(&text, "pgbranch_client_sessions{branch=\"main\"}"),
+        3.0
+    );
     assert_eq!(
         sample(&text, "pgbranch_upstream_connect_seconds_count"),
         4.0
@@ -110,7 +113,7 @@ async fn metrics_count_connections_refusals_and_sessions() {
     drop(clients);
     wait_for("sessions to close", || async {
         let (_, text) = http(m, "GET", "/metrics").await;
-        sample(&text, "pgbranch_client_sessions") == 0.0
+        sample(&text, "pgbranch_client_sessions{branch=\"main\"}") == 0.0
     })
     .await;
 
@@ -175,4 +178,155 @@ async fn a_busy_metrics_address_is_a_clear_startup_error() {
         .err()
         .expect("bind fails");
     assert!(err.to_string().contains("metrics.listen"), "{err}");
+}
+
+/// `pgbranch_statement_duration_seconds_count` for one label set (0 when
+/// the series is absent: empty series are not exported).
+fn statements(text: &str, branch: &str, kind: &str, protocol: &str) -> f64 {
+    let series = format!(
+        "pgbranch_statement_duration_seconds_count{{branch=\"{branch}\",kind=\"{kind}\",protocol=\"{protocol}\"}}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str())?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn statement_histograms_count_what_the_workload_sent() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(metrics_config()).await;
+    let m = proxy.metrics_addr.unwrap();
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    // Simple protocol.
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT 1",
+        "SELECT 1; SELECT 2",
+        "INSERT INTO t VALUES (1, 'a')",
+        "INSERT INTO t VALUES (2, 'b')",
+        "UPDATE t SET v = 'c' WHERE id = 1",
+        "DELETE FROM t WHERE id = 2",
+        "BEGIN",
+        "INSERT INTO t VALUES (3, 'c')",
+        "COMMIT",
+        "SET application_name = 'metrics-test'",
+    ] {
+        c.batch_execute(sql).await.unwrap();
+    }
+    assert!(c.batch_execute("SELECT * FROM missing").await.is_err());
+    assert!(c
+        .batch_execute("INSERT INTO t VALUES (1, 'dup')")
+        .await
+        .is_err());
+    // Extended protocol.
+    for i in 0..3 {
+        let _: i32 = c.query_one("SELECT $1::int", &[&i]).await.unwrap().get(0);
+    }
+    c.execute("UPDATE t SET v = $1 WHERE id = 3", &[&"d"])
+        .await
+        .unwrap();
+    assert!(c.query("SELECT * FROM missing_too", &[]).await.is_err());
+
+    let (_, text) = http(m, "GET", "/metrics").await;
+    assert_prometheus_text(&text);
+    for (kind, protocol, n) in [
+        ("ddl", "simple", 1.0),
+        ("select", "simple", 3.0),
+        ("insert", "simple", 4.0),
+        ("update", "simple", 1.0),
+        ("delete", "simple", 1.0),
+        ("transaction", "simple", 2.0),
+        ("other", "simple", 1.0),
+        ("select", "extended", 3.0),
+        ("update", "extended", 1.0),
+    ] {
+        assert_eq!(
+            statements(&text, "main", kind, protocol),
+            n,
+            "{kind} {protocol}\n{text}"
+        );
+    }
+    // The extended SELECT on a missing table fails at Parse: never executed.
+    assert_eq!(statements(&text, "main", "other", "extended"), 0.0);
+    assert_eq!(sample(&text, "pgbranch_errors_total{class=\"42\"}"), 2.0);
+    assert_eq!(sample(&text, "pgbranch_errors_total{class=\"23\"}"), 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            "pgbranch_ddl_statements_total{branch=\"main\",action=\"create\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "pgbranch_transaction_duration_seconds_count"),
+        1.0
+    );
+    // Overhead: one observation per timed statement (13 simple, 4 executed).
+    assert_eq!(sample(&text, "pgbranch_proxy_overhead_seconds_count"), 17.0);
+    assert!(sample(&text, "pgbranch_client_bytes_received_total") > 0.0);
+    assert!(sample(&text, "pgbranch_client_bytes_sent_total") > 0.0);
+    // Buckets are cumulative and end with +Inf = count.
+    let inf = sample(
+        &text,
+        "pgbranch_statement_duration_seconds_bucket{branch=\"main\",kind=\"select\",protocol=\"simple\",le=\"+Inf\"}",
+    );
+    assert_eq!(inf, 3.0);
+}
+
+#[tokio::test]
+async fn branch_labels_are_capped_and_follow_a_switch() {
+    let db = cluster().fresh_db();
+    let mut config = metrics_config();
+    config.metrics.max_branch_labels = 2;
+    let proxy = start_proxy(config).await;
+    let m = proxy.metrics_addr.unwrap();
+    let main = connect(&proxy.conn_str("postgres", &db)).await;
+    for b in ["b1", "b2", "b3"] {
+        main.batch_execute(&format!("CREATE BRANCH {b}"))
+            .await
+            .unwrap();
+    }
+    let on = |b: &str| {
+        format!(
+            "{} options='-c branch={b}'",
+            proxy.conn_str("postgres", &db)
+        )
+    };
+    let s1 = connect(&on("b1")).await;
+    let s2 = connect(&on("b2")).await;
+    let s3 = connect(&on("b3")).await;
+    for s in [&s1, &s2, &s3] {
+        s.batch_execute("SELECT 1").await.unwrap();
+    }
+    // main switches to b3 and runs one more.
+    main.batch_execute("SET pgbranch.branch = 'b3'")
+        .await
+        .unwrap();
+    main.batch_execute("SELECT 1").await.unwrap();
+    let (_, text) = http(m, "GET", "/metrics").await;
+    assert_prometheus_text(&text);
+    // Three CREATE BRANCH and the SET pgbranch.branch, on main.
+    assert_eq!(statements(&text, "main", "pgbranch_command", "simple"), 4.0);
+    assert_eq!(statements(&text, "b1", "select", "simple"), 1.0);
+    assert_eq!(
+        statements(&text, "other", "select", "simple"),
+        3.0,
+        "{text}"
+    );
+    assert!(!text.contains("branch=\"b2\""), "{text}");
+    assert!(!text.contains("branch=\"b3\""), "{text}");
+    assert_eq!(
+        sample(&text, "pgbranch_client_sessions{branch=\"main\"}"),
+        0.0
+    );
+    assert_eq!(
+        sample(&text, "pgbranch_client_sessions{branch=\"b1\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "pgbranch_client_sessions{branch=\"other\"}"),
+        3.0
+    );
 }

@@ -761,6 +761,10 @@ impl SessionHook for HistoryHook {
         }
     }
 
+    fn branch(&self) -> Option<&str> {
+        Some(&self.origin.branch)
+    }
+
     fn on_injected_response(&mut self, tag: u8, body: &[u8]) -> Injected {
         if let Some(sw) = self.switch.as_mut() {
             match tag {

@@ -9,11 +9,13 @@
 //!
 //! [`http`] serves `/metrics`, `/healthz` and `/readyz`.
 
+pub mod hook;
 pub mod http;
+pub mod stmt;
 
 use std::sync::Arc;
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, SharedString, Unit};
+use metrics::{Counter, Histogram, Key, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Why a client connection was refused before its session started.
@@ -54,14 +56,16 @@ pub struct ProxyMetrics {
     handle: PrometheusHandle,
     pub connections_accepted: Counter,
     refused: [Counter; 4],
-    /// Client sessions past authentication, now.
-    pub sessions: Gauge,
+    /// Statement latency and the other per-statement figures.
+    pub statements: Arc<stmt::StatementMetrics>,
     pub upstream_connect_seconds: Histogram,
     pub auth_seconds: Histogram,
 }
 
 impl ProxyMetrics {
-    pub fn new() -> Arc<Self> {
+    /// `max_branch_labels`: branches with a label of their own in the
+    /// per-statement metrics; the rest are `other`.
+    pub fn new(max_branch_labels: usize) -> Arc<Self> {
         let recorder = PrometheusBuilder::new()
             .set_buckets(SETUP_BUCKETS)
             .expect("static buckets are valid")
@@ -86,11 +90,6 @@ impl ProxyMetrics {
         for (name, unit, help) in counters {
             recorder.describe_counter(name.into(), unit, help);
         }
-        recorder.describe_gauge(
-            "pgbranch_client_sessions".into(),
-            None,
-            SharedString::const_str("Client sessions past authentication, now."),
-        );
         recorder.describe_histogram(
             "pgbranch_upstream_connect_seconds".into(),
             Some(Unit::Seconds),
@@ -132,7 +131,7 @@ impl ProxyMetrics {
                 &meta,
             ),
             refused,
-            sessions: recorder.register_gauge(&Key::from_name("pgbranch_client_sessions"), &meta),
+            statements: Arc::new(stmt::StatementMetrics::new(max_branch_labels)),
             upstream_connect_seconds: recorder
                 .register_histogram(&Key::from_name("pgbranch_upstream_connect_seconds"), &meta),
             auth_seconds: recorder
@@ -147,23 +146,12 @@ impl ProxyMetrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        self.handle.render()
-    }
-}
-
-/// Counts a session for as long as it lives.
-pub struct SessionGuard(Arc<ProxyMetrics>);
-
-impl SessionGuard {
-    pub fn new(metrics: Arc<ProxyMetrics>) -> Self {
-        metrics.sessions.increment(1.0);
-        Self(metrics)
-    }
-}
-
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        self.0.sessions.decrement(1.0);
+        let mut out = self.handle.render();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        self.statements.render(&mut out);
+        out
     }
 }
 
@@ -173,7 +161,7 @@ mod tests {
 
     #[test]
     fn renders_registered_metrics_with_help_and_labels() {
-        let m = ProxyMetrics::new();
+        let m = ProxyMetrics::new(20);
         m.connections_accepted.increment(3);
         m.refused(Refusal::Limit);
         m.upstream_connect_seconds.record(0.002);
@@ -203,8 +191,8 @@ mod tests {
 
     #[test]
     fn separate_proxies_keep_separate_figures() {
-        let a = ProxyMetrics::new();
-        let b = ProxyMetrics::new();
+        let a = ProxyMetrics::new(20);
+        let b = ProxyMetrics::new(20);
         a.connections_accepted.increment(1);
         assert!(b.render().contains("pgbranch_connections_accepted_total 0"));
     }

@@ -238,6 +238,12 @@ pub trait SessionHook: Send {
             Injected::Swallow
         }
     }
+
+    /// The branch the session is on now, when the hook follows branches
+    /// (`SET pgbranch.branch` moves a session).
+    fn branch(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// What the relay does with a response to an injected message.

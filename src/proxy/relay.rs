@@ -493,6 +493,8 @@ pub struct Relay<'a> {
     force: Pin<Box<WaitForCancellationFutureOwned>>,
     force_token: tokio_util::sync::CancellationToken,
     signals_registered: bool,
+    /// Where bytes to and from the client are counted (metrics on).
+    io: Option<std::sync::Arc<crate::metrics::stmt::StatementMetrics>>,
 }
 
 /// Parameters of a relay.
@@ -504,6 +506,8 @@ pub struct RelayParams<'a> {
     pub tx_status: u8,
     pub shutdown: tokio_util::sync::CancellationToken,
     pub force: tokio_util::sync::CancellationToken,
+    /// Counts bytes to and from the client when set.
+    pub io: Option<std::sync::Arc<crate::metrics::stmt::StatementMetrics>>,
 }
 
 impl<'a> Relay<'a> {
@@ -544,6 +548,7 @@ impl<'a> Relay<'a> {
             force: Box::pin(params.force.clone().cancelled_owned()),
             force_token: params.force,
             signals_registered: false,
+            io: params.io,
         }
     }
 
@@ -814,6 +819,10 @@ impl<'a> Relay<'a> {
         ready!(Pin::new(&mut *self.client).poll_read(cx, &mut rb))
             .map_err(RelayEnd::ClientError)?;
         let n = rb.filled().len();
+        if let Some(m) = &self.io {
+            m.bytes_from_clients
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         if n == 0 {
             p.eof = true;
         }
@@ -829,6 +838,10 @@ impl<'a> Relay<'a> {
                 .map_err(RelayEnd::ClientError)?;
             if n == 0 {
                 return Poll::Ready(Err(RelayEnd::ClientError(io::ErrorKind::WriteZero.into())));
+            }
+            if let Some(m) = &self.io {
+                m.bytes_to_clients
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
             }
             self.u2c.consume_output(n);
             self.u2c.need_flush = true;

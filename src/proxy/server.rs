@@ -20,6 +20,7 @@ use super::upstream::{Connector, UpstreamTarget};
 use super::{session, tls, ProxyContext};
 use crate::config::Config;
 use crate::history::hook::HistoryHooks;
+use crate::metrics::hook::MetricsHooks;
 use crate::metrics::{http, ProxyMetrics, Refusal};
 use crate::protocol::backend::PgError;
 
@@ -87,6 +88,16 @@ impl Server {
         upstream_url: &str,
         hooks: Arc<dyn HookFactory>,
     ) -> Result<Self, StartError> {
+        let proxy_metrics = ProxyMetrics::new(config.metrics.max_branch_labels);
+        // Statements are timed only when someone can read the figures.
+        let hooks: Arc<dyn HookFactory> = if config.metrics.listen.is_empty() {
+            hooks
+        } else {
+            Arc::new(MetricsHooks {
+                inner: hooks,
+                metrics: proxy_metrics.statements.clone(),
+            })
+        };
         let target = UpstreamTarget::from_url(upstream_url).map_err(StartError::Upstream)?;
         let connector = Connector::new(target, &config.upstream, config.connect_timeout)
             .map_err(StartError::Upstream)?;
@@ -141,7 +152,7 @@ impl Server {
             tls,
             cancel: Arc::new(CancelMap::default()),
             hooks,
-            metrics: ProxyMetrics::new(),
+            metrics: proxy_metrics,
             versioned_schemas: dashmap::DashMap::new(),
             default_paths: dashmap::DashMap::new(),
             shutdown: CancellationToken::new(),

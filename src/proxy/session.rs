@@ -21,7 +21,7 @@ use super::stream::Stream;
 use super::ProxyContext;
 use crate::branch;
 use crate::config::ClientTlsMode;
-use crate::metrics::{Refusal, SessionGuard};
+use crate::metrics::Refusal;
 use crate::protocol::backend::{auth, error_is_fatal, sasl_without_plus, BackendKey, PgError};
 use crate::protocol::startup::{
     parse_startup_packet, StartupMessage, StartupPacket, MAX_STARTUP_PACKET,
@@ -104,7 +104,6 @@ pub async fn serve(ctx: Arc<ProxyContext>, client: Stream, peer: String) {
                 return;
             }
         };
-        let _session = SessionGuard::new(ctx.metrics.clone());
         relay(&ctx, est).await;
     }
     .instrument(span)
@@ -717,6 +716,7 @@ async fn relay(ctx: &ProxyContext, est: Established) {
             tx_status,
             shutdown: ctx.shutdown.clone(),
             force: ctx.force.clone(),
+            io: (!ctx.config.metrics.listen.is_empty()).then(|| ctx.metrics.statements.clone()),
         },
     );
     let end = (&mut relay).await;

@@ -1,0 +1,488 @@
+//! The session hook that times statements, wrapped around the feature
+//! hook (DDL history and branches) of each session.
+//!
+//! A simple Query is timed from the moment it is forwarded to its
+//! ReadyForQuery; an Execute from the moment it is forwarded to its
+//! CommandComplete (or PortalSuspended, EmptyQueryResponse, ErrorResponse).
+//! The kind comes from the statement's first word (a prepared statement's
+//! from its Parse); the overhead is the time spent in the hooks for the
+//! statement's messages and responses. Nothing here allocates per
+//! statement: statement and portal names are kept as 64-bit hashes, the
+//! queue of statements in flight keeps its capacity.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::stmt::{BranchSession, Kind, Protocol, StatementMetrics};
+use crate::protocol::{backend_tag as bt, frontend_tag as ft, take_cstr};
+use crate::proxy::hooks::{ClientVerdict, HookFactory, Injected, SessionHook, SessionInfo};
+use crate::sql::classify::{classify, Action};
+use crate::sql::lexer::{Lexer, Statements};
+
+/// Most DDL actions remembered per statement in flight.
+const MAX_ACTIONS: usize = 8;
+
+/// What a statement in flight is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// A simple Query: done at its ReadyForQuery.
+    Query,
+    /// An Execute: done at its CommandComplete (or error).
+    Execute,
+    /// A Sync or FunctionCall: its ReadyForQuery ends what came before.
+    Sync,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    slot: Slot,
+    kind: Kind,
+    start: Instant,
+    overhead_ns: u64,
+    failed: bool,
+    actions: [Option<Action>; MAX_ACTIONS],
+}
+
+/// Kind and DDL action of a prepared statement.
+#[derive(Debug, Clone, Copy)]
+struct Prepared {
+    kind: Kind,
+    action: Option<Action>,
+}
+
+type Hashed<V> = HashMap<u64, V, BuildHasherDefault<DefaultHasher>>;
+
+fn name_hash(name: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
+}
+
+/// The kind of a statement, from its first words.
+pub fn statement_kind(sql: &[u8]) -> Kind {
+    let mut tokens = Lexer::new(sql);
+    let Some(first) = tokens.next() else {
+        return Kind::Other;
+    };
+    let word = |w: &str| first.is_word(w);
+    if word("select") || word("with") || word("values") || word("table") {
+        Kind::Select
+    } else if word("insert") {
+        Kind::Insert
+    } else if word("update") {
+        Kind::Update
+    } else if word("delete") {
+        Kind::Delete
+    } else if word("copy") {
+        Kind::Copy
+    } else if [
+        "begin",
+        "start",
+        "commit",
+        "end",
+        "rollback",
+        "abort",
+        "savepoint",
+        "release",
+    ]
+    .iter()
+    .any(|w| word(w))
+    {
+        Kind::Transaction
+    } else if word("prepare") {
+        match tokens.next() {
+            Some(t) if t.is_word("transaction") => Kind::Transaction,
+            _ => Kind::Other,
+        }
+    } else if is_command(sql) {
+        Kind::Command
+    } else if crate::sql::classify::is_ddl(sql) {
+        Kind::Ddl
+    } else {
+        Kind::Other
+    }
+}
+
+/// Whether `sql` is one of pgbranch's own commands.
+fn is_command(sql: &[u8]) -> bool {
+    crate::branch::commands::parse(sql).is_some() || crate::history::commands::parse(sql).is_some()
+}
+
+/// The DDL actions of a simple Query's statements (at most
+/// [`MAX_ACTIONS`]).
+fn ddl_actions(sql: &[u8]) -> [Option<Action>; MAX_ACTIONS] {
+    let mut out = [None; MAX_ACTIONS];
+    let mut n = 0;
+    for r in Statements::new(sql) {
+        if n == MAX_ACTIONS {
+            break;
+        }
+        if let Some(d) = classify(&sql[r]) {
+            out[n] = Some(d.action);
+            n += 1;
+        }
+    }
+    out
+}
+
+/// Times the statements of one session.
+pub struct MetricsHook {
+    inner: Box<dyn SessionHook>,
+    metrics: Arc<StatementMetrics>,
+    session: BranchSession,
+    statements: Hashed<Prepared>,
+    portals: Hashed<Prepared>,
+    in_flight: VecDeque<Entry>,
+    /// Hook time not yet attributed to a statement (Parse, Bind...).
+    overhead_ns: u64,
+    /// The branch the session is on (its label may be `other`).
+    branch: String,
+    /// Transaction status of the last ReadyForQuery.
+    tx_status: u8,
+    tx_start: Option<Instant>,
+}
+
+impl MetricsHook {
+    pub fn new(
+        inner: Box<dyn SessionHook>,
+        metrics: Arc<StatementMetrics>,
+        info: &SessionInfo,
+    ) -> Self {
+        let session = BranchSession::new(metrics.branch(&info.branch));
+        Self {
+            inner,
+            metrics,
+            session,
+            statements: Hashed::default(),
+            portals: Hashed::default(),
+            in_flight: VecDeque::with_capacity(16),
+            overhead_ns: 0,
+            branch: info.branch.clone(),
+            tx_status: b'I',
+            tx_start: None,
+        }
+    }
+
+    fn push(&mut self, slot: Slot, prepared: Prepared, start: Instant) {
+        let mut actions = [None; MAX_ACTIONS];
+        actions[0] = prepared.action;
+        self.in_flight.push_back(Entry {
+            slot,
+            kind: prepared.kind,
+            start,
+            overhead_ns: std::mem::take(&mut self.overhead_ns),
+            failed: false,
+            actions,
+        });
+    }
+
+    fn finish(&mut self, e: Entry, protocol: Protocol, now: Instant) {
+        let stats = self.session.stats();
+        stats.record(
+            e.kind,
+            protocol,
+            now.duration_since(e.start).as_nanos() as u64,
+        );
+        self.metrics.overhead.record_ns(e.overhead_ns);
+        if !e.failed {
+            for a in e.actions.into_iter().flatten() {
+                stats.ddl(a);
+            }
+        }
+    }
+
+    /// Follows the metrics counters to the branch the session is on now.
+    fn follow_branch(&mut self) {
+        let Some(b) = self.inner.branch() else {
+            return;
+        };
+        if b != self.branch {
+            self.branch = b.to_string();
+            self.session = BranchSession::new(self.metrics.branch(b));
+        }
+    }
+
+    fn observe_client(&mut self, tag: u8, body: &[u8], start: Instant) {
+        match tag {
+            ft::QUERY => {
+                let sql = take_cstr(body).map_or(body, |(s, _)| s);
+                let kind = statement_kind(sql);
+                let mut prepared = Prepared { kind, action: None };
+                let actions = if kind == Kind::Ddl {
+                    ddl_actions(sql)
+                } else {
+                    [None; MAX_ACTIONS]
+                };
+                prepared.action = actions[0];
+                self.push(Slot::Query, prepared, start);
+                if let Some(e) = self.in_flight.back_mut() {
+                    e.actions = actions;
+                }
+            }
+            ft::PARSE => {
+                if let Some((name, rest)) = take_cstr(body) {
+                    let sql = take_cstr(rest).map_or(rest, |(s, _)| s);
+                    let kind = statement_kind(sql);
+                    let action = if kind == Kind::Ddl {
+                        classify(sql).map(|d| d.action)
+                    } else {
+                        None
+                    };
+                    self.statements
+                        .insert(name_hash(name), Prepared { kind, action });
+                }
+            }
+            ft::BIND => self.on_bind(body),
+            ft::EXECUTE => {
+                let prepared = take_cstr(body)
+                    .and_then(|(portal, _)| self.portals.get(&name_hash(portal)).copied())
+                    .unwrap_or(Prepared {
+                        kind: Kind::Other,
+                        action: None,
+                    });
+                self.push(Slot::Execute, prepared, start);
+            }
+            ft::SYNC | ft::FUNCTION_CALL => self.push(
+                Slot::Sync,
+                Prepared {
+                    kind: Kind::Other,
+                    action: None,
+                },
+                start,
+            ),
+            ft::CLOSE => {
+                if let Some((&kind, rest)) = body.split_first() {
+                    if let Some((name, _)) = take_cstr(rest) {
+                        match kind {
+                            b'S' => self.statements.remove(&name_hash(name)),
+                            _ => self.portals.remove(&name_hash(name)),
+                        };
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_bind(&mut self, body: &[u8]) {
+        if let Some((portal, rest)) = take_cstr(body) {
+            if let Some((statement, _)) = take_cstr(rest) {
+                match self.statements.get(&name_hash(statement)).copied() {
+                    Some(p) => self.portals.insert(name_hash(portal), p),
+                    None => self.portals.remove(&name_hash(portal)),
+                };
+            }
+        }
+    }
+
+    fn observe_server(&mut self, tag: u8, body: &[u8], now: Instant) {
+        match tag {
+            bt::COMMAND_COMPLETE | bt::PORTAL_SUSPENDED | bt::EMPTY_QUERY_RESPONSE
+                if self
+                    .in_flight
+                    .front()
+                    .is_some_and(|e| e.slot == Slot::Execute) =>
+            {
+                let e = self.in_flight.pop_front().expect("checked");
+                self.finish(e, Protocol::Extended, now);
+            }
+            bt::ERROR_RESPONSE => {
+                if let Some(code) = crate::protocol::backend::error_field(body, b'C') {
+                    self.metrics.error(code);
+                }
+                match self.in_flight.front().map(|e| e.slot) {
+                    Some(Slot::Execute) => {
+                        let mut e = self.in_flight.pop_front().expect("checked");
+                        e.failed = true;
+                        self.finish(e, Protocol::Extended, now);
+                    }
+                    Some(Slot::Query) => {
+                        if let Some(e) = self.in_flight.front_mut() {
+                            e.failed = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            bt::READY_FOR_QUERY => {
+                // Ends the Query or Sync at the front; Executes before a
+                // Sync that never ran (after an error) are dropped.
+                while let Some(e) = self.in_flight.pop_front() {
+                    match e.slot {
+                        Slot::Query => {
+                            self.finish(e, Protocol::Simple, now);
+                            break;
+                        }
+                        Slot::Sync => break,
+                        Slot::Execute => {}
+                    }
+                }
+                let status = body.first().copied().unwrap_or(b'I');
+                match (self.tx_status, status) {
+                    (b'I', b'T' | b'E') => self.tx_start = Some(now),
+                    (b'T' | b'E', b'I') => {
+                        if let Some(s) = self.tx_start.take() {
+                            self.metrics
+                                .transactions
+                                .record_ns(now.duration_since(s).as_nanos() as u64);
+                        }
+                    }
+                    _ => {}
+                }
+                self.tx_status = status;
+                self.follow_branch();
+            }
+            _ => {}
+        }
+    }
+}
+
+impl SessionHook for MetricsHook {
+    fn wants_client(&self, tag: u8) -> bool {
+        matches!(
+            tag,
+            ft::QUERY
+                | ft::PARSE
+                | ft::BIND
+                | ft::EXECUTE
+                | ft::SYNC
+                | ft::FUNCTION_CALL
+                | ft::CLOSE
+        ) || self.inner.wants_client(tag)
+    }
+
+    fn client_peek_limit(&self, tag: u8) -> usize {
+        if tag == ft::BIND {
+            // The two names come first; parameter values may be large.
+            self.inner.client_peek_limit(tag).min(4096)
+        } else {
+            self.inner.client_peek_limit(tag)
+        }
+    }
+
+    fn on_client_prefix(&mut self, tag: u8, prefix: &[u8]) {
+        let start = Instant::now();
+        if tag == ft::BIND {
+            self.on_bind(prefix);
+        }
+        if self.inner.wants_client(tag) {
+            self.inner.on_client_prefix(tag, prefix);
+        }
+        self.overhead_ns += start.elapsed().as_nanos() as u64;
+    }
+
+    fn on_client_message(&mut self, tag: u8, body: &[u8]) -> ClientVerdict {
+        let start = Instant::now();
+        let verdict = if self.inner.wants_client(tag) {
+            self.inner.on_client_message(tag, body)
+        } else {
+            ClientVerdict::forward()
+        };
+        self.observe_client(tag, body, start);
+        let spent = start.elapsed().as_nanos() as u64;
+        match self.in_flight.back_mut() {
+            Some(e) if matches!(tag, ft::QUERY | ft::EXECUTE) => e.overhead_ns += spent,
+            _ => self.overhead_ns += spent,
+        }
+        verdict
+    }
+
+    fn wants_server(&self, tag: u8) -> bool {
+        matches!(
+            tag,
+            bt::COMMAND_COMPLETE
+                | bt::PORTAL_SUSPENDED
+                | bt::EMPTY_QUERY_RESPONSE
+                | bt::ERROR_RESPONSE
+                | bt::READY_FOR_QUERY
+        ) || self.inner.wants_server(tag)
+    }
+
+    fn on_server_message(&mut self, tag: u8, body: &[u8]) -> Vec<u8> {
+        let start = Instant::now();
+        let out = if self.inner.wants_server(tag) {
+            self.inner.on_server_message(tag, body)
+        } else {
+            Vec::new()
+        };
+        if let Some(e) = self.in_flight.front_mut() {
+            e.overhead_ns += start.elapsed().as_nanos() as u64;
+        }
+        self.observe_server(tag, body, start);
+        out
+    }
+
+    fn on_alone_response(&mut self, tag: u8, body: &[u8]) -> Vec<u8> {
+        if self.inner.wants_server(tag) {
+            self.inner.on_alone_response(tag, body)
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn on_injected_response(&mut self, tag: u8, body: &[u8]) -> Injected {
+        self.inner.on_injected_response(tag, body)
+    }
+
+    fn branch(&self) -> Option<&str> {
+        self.inner.branch()
+    }
+}
+
+/// Wraps every session's hook in a [`MetricsHook`].
+pub struct MetricsHooks {
+    pub inner: Arc<dyn HookFactory>,
+    pub metrics: Arc<StatementMetrics>,
+}
+
+impl HookFactory for MetricsHooks {
+    fn create(&self, info: &SessionInfo) -> Box<dyn SessionHook> {
+        Box::new(MetricsHook::new(
+            self.inner.create(info),
+            self.metrics.clone(),
+            info,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_come_from_the_first_words() {
+        for (sql, kind) in [
+            ("SELECT 1", Kind::Select),
+            (
+                "  /* c */ with x as (select 1) select * from x",
+                Kind::Select,
+            ),
+            ("insert into t values (1)", Kind::Insert),
+            ("UPDATE t SET x = 1", Kind::Update),
+            ("delete from t", Kind::Delete),
+            ("BEGIN", Kind::Transaction),
+            ("commit", Kind::Transaction),
+            ("PREPARE TRANSACTION 'x'", Kind::Transaction),
+            ("PREPARE q AS SELECT 1", Kind::Other),
+            ("COPY t FROM STDIN", Kind::Copy),
+            ("CREATE TABLE t (x int)", Kind::Ddl),
+            ("ALTER TABLE t ADD y int", Kind::Ddl),
+            ("CREATE BRANCH b", Kind::Command),
+            ("SHOW SCHEMA HISTORY", Kind::Command),
+            ("SET search_path = x", Kind::Other),
+            ("", Kind::Other),
+        ] {
+            assert_eq!(statement_kind(sql.as_bytes()), kind, "{sql}");
+        }
+    }
+
+    #[test]
+    fn ddl_actions_are_collected_per_statement() {
+        let a = ddl_actions(b"CREATE TABLE a (x int); SELECT 1; DROP TABLE b");
+        assert_eq!(a[0], Some(Action::Create));
+        assert_eq!(a[1], Some(Action::Drop));
+        assert_eq!(a[2], None);
+    }
+}
