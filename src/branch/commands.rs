@@ -374,7 +374,7 @@ pub fn to_sql(command: &Command, ctx: &Context) -> (String, bool) {
             into,
             dry_run,
         } => format!(
-            "SELECT * FROM pgbranch.merge_branch({}, {}, {dry_run}, {})",
+            "SELECT * FROM pgbranch.merge_branch({}, {}, {dry_run}, {}, pg_catalog.current_setting('search_path'))",
             lit(name),
             opt_lit(into.as_deref()),
             opt_lit(ctx.client_addr)

@@ -150,7 +150,7 @@ pub async fn merge(args: MergeArgs) -> Result<ExitCode> {
         .query(
             "SELECT step, coalesce(branch_version::text, ''), object_type, identity, \
                     coalesce(statement, ''), status \
-             FROM pgbranch.merge_branch($1, $2, $3, NULL)",
+             FROM pgbranch.merge_branch($1, $2, $3, NULL, current_setting('search_path'))",
             &[&args.name, &args.into, &args.dry_run],
         )
         .await?;

@@ -122,7 +122,7 @@ impl HistoryHook {
             protected_list: protected.to_vec(),
             connect_branch: info.branch.clone(),
             switch: None,
-            reset_path: None,
+            reset_path: info.reset_path.clone(),
             reset_statements: Default::default(),
             reset_portals: Default::default(),
             restore_after_alone: false,
@@ -502,7 +502,8 @@ impl HistoryHook {
             };
         }
         self.reset_statements.remove(name);
-        if self.reset_path.is_some() && resets_settings(sql) {
+        // Also before any switch: the statement may run after one.
+        if resets_settings(sql) {
             self.reset_statements.insert(name.to_vec());
         }
         // A branch command's metadata check runs before its Parse, as the
@@ -587,13 +588,23 @@ impl HistoryHook {
         let mut message = Vec::new();
         if extended {
             message.extend_from_slice(&record::extended_frames(self.ensure_sql().as_bytes(), &[]));
-            message.extend_from_slice(&record::record_frames(&self.origin, &c.text, &c.ddl));
+            message.extend_from_slice(&record::record_frames_with(
+                record::Recorder::Late,
+                &self.origin,
+                &c.text,
+                &c.ddl,
+            ));
             crate::protocol::put_message(&mut message, ft::SYNC, &[]);
         } else {
             let mut sql = Vec::new();
             sql.extend_from_slice(self.ensure_sql().as_bytes());
             sql.push(b';');
-            sql.extend_from_slice(&record::record_sql(&self.origin, &c.text, &c.ddl));
+            sql.extend_from_slice(&record::record_sql_with(
+                record::Recorder::Late,
+                &self.origin,
+                &c.text,
+                &c.ddl,
+            ));
             sql.push(0);
             crate::protocol::put_message(&mut message, ft::QUERY, &sql);
         }
@@ -842,13 +853,32 @@ fn late_record_warning(error: &[u8]) -> Vec<u8> {
 /// `DISCARD ...`), which would return search_path to its startup value.
 fn resets_settings(sql: &[u8]) -> bool {
     let lower = sql.to_ascii_lowercase();
-    if !(lower.windows(5).any(|w| w == b"reset") || lower.windows(7).any(|w| w == b"discard")) {
+    if !(lower.windows(5).any(|w| w == b"reset")
+        || lower.windows(7).any(|w| w == b"discard")
+        || lower.windows(7).any(|w| w == b"default"))
+    {
         return false;
     }
     crate::sql::lexer::Statements::new(sql).any(|r| {
-        crate::sql::lexer::Lexer::new(&sql[r])
-            .next()
-            .is_some_and(|t| t.is_word("reset") || t.is_word("discard"))
+        let mut tokens = crate::sql::lexer::Lexer::new(&sql[r]);
+        match tokens.next() {
+            Some(t) if t.is_word("reset") || t.is_word("discard") => true,
+            // SET [SESSION | LOCAL] search_path {TO | =} DEFAULT
+            Some(t) if t.is_word("set") => {
+                let mut t = tokens.next();
+                if t.as_ref()
+                    .is_some_and(|t| t.is_word("session") || t.is_word("local"))
+                {
+                    t = tokens.next();
+                }
+                t.is_some_and(|t| t.is_word("search_path"))
+                    && tokens
+                        .next()
+                        .is_some_and(|t| t.is_word("to") || t.is_punct(b'='))
+                    && tokens.next().is_some_and(|t| t.is_word("default"))
+            }
+            _ => false,
+        }
     })
 }
 

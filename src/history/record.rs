@@ -92,9 +92,38 @@ pub fn begin_sql(origin: &Origin) -> Vec<u8> {
     sql
 }
 
+/// Which recording function a record calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorder {
+    /// `record_ddl`: in the statement's transaction, after `ddl_begin`.
+    InTransaction,
+    /// `record_ddl_late`: after a statement that ran outside a
+    /// transaction block (and committed already).
+    Late,
+}
+
+impl Recorder {
+    fn function(self) -> &'static str {
+        match self {
+            Recorder::InTransaction => "pgbranch.record_ddl",
+            Recorder::Late => "pgbranch.record_ddl_late",
+        }
+    }
+}
+
 /// SQL for the statement that records `statement` (the client's text).
 pub fn record_sql(origin: &Origin, statement: &[u8], ddl: &Ddl) -> Vec<u8> {
-    let mut sql = b"SELECT pgbranch.record_ddl(".to_vec();
+    record_sql_with(Recorder::InTransaction, origin, statement, ddl)
+}
+
+/// [`record_sql`] calling `recorder`'s function.
+pub fn record_sql_with(
+    recorder: Recorder,
+    origin: &Origin,
+    statement: &[u8],
+    ddl: &Ddl,
+) -> Vec<u8> {
+    let mut sql = format!("SELECT {}(", recorder.function()).into_bytes();
     let values: [&[u8]; 7] = [
         origin.branch.as_bytes(),
         statement,
@@ -162,7 +191,17 @@ pub fn begin_frames(origin: &Origin) -> Vec<u8> {
 
 /// Extended-protocol form of [`record_sql`].
 pub fn record_frames(origin: &Origin, statement: &[u8], ddl: &Ddl) -> Vec<u8> {
-    let mut sql = b"SELECT pgbranch.record_ddl($1, $2, $3, $4, $5, $6, $7".to_vec();
+    record_frames_with(Recorder::InTransaction, origin, statement, ddl)
+}
+
+/// [`record_frames`] calling `recorder`'s function.
+pub fn record_frames_with(
+    recorder: Recorder,
+    origin: &Origin,
+    statement: &[u8],
+    ddl: &Ddl,
+) -> Vec<u8> {
+    let mut sql = format!("SELECT {}($1, $2, $3, $4, $5, $6, $7", recorder.function()).into_bytes();
     if let Some(rows) = rows_expr(ddl) {
         sql.extend_from_slice(b", ");
         sql.extend_from_slice(rows.as_bytes());

@@ -278,6 +278,9 @@ pub struct SessionInfo {
     pub peer: String,
     /// On a branch other than main: its schemas, (logical, physical).
     pub schemas: Vec<(String, String)>,
+    /// A search_path set at session level at startup (the one in the
+    /// startup packet was wrong): RESET and DISCARD must return to it.
+    pub reset_path: Option<String>,
 }
 
 /// Factory for [`NoHook`].

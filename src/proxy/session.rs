@@ -456,6 +456,7 @@ async fn connect_and_authenticate(
                 };
                 let mut body = body;
                 let mut schemas = Vec::new();
+                let mut reset_path = None;
                 if let Some(assumed) = &assumed {
                     let cached_default = ctx.default_paths.get(&default_key).map(|p| p.clone());
                     let entered = enter_branch(
@@ -468,15 +469,16 @@ async fn connect_and_authenticate(
                     )
                     .await;
                     match entered {
-                        Ok((pairs, ready, default_path)) => {
-                            match default_path {
+                        Ok(e) => {
+                            match e.default_path {
                                 Some(p) => ctx.default_paths.insert(default_key.clone(), p),
                                 None => ctx.default_paths.remove(&default_key).map(|(_, v)| v),
                             };
-                            let logical = pairs.iter().map(|(l, _)| l.clone()).collect();
+                            let logical = e.schemas.iter().map(|(l, _)| l.clone()).collect();
                             ctx.versioned_schemas.insert(database.clone(), logical);
-                            schemas = pairs;
-                            body = ready;
+                            schemas = e.schemas;
+                            reset_path = e.reset_path;
+                            body = e.ready;
                         }
                         Err(EnterError::Refused(error)) => {
                             to_client.extend_from_slice(&error);
@@ -501,6 +503,7 @@ async fn connect_and_authenticate(
                     application_name,
                     peer: peer.to_string(),
                     schemas,
+                    reset_path,
                 };
                 debug!("session established");
                 return Ok(Established {
@@ -579,7 +582,7 @@ async fn enter_branch(
     assumed: &[(String, String)],
     client_path: Option<&str>,
     assumed_default: Option<&str>,
-) -> Result<(Vec<(String, String)>, Vec<u8>, Option<String>), EnterError> {
+) -> Result<Entered, EnterError> {
     let (rows, mut ready) = match run_startup_query(upstream, reader, &branch::enter_query(branch))
         .await?
     {
@@ -614,14 +617,37 @@ async fn enter_branch(
         })
         .collect();
     let default_changed = client_path.is_none() && default_path.as_deref() != assumed_default;
+    if schemas.is_empty() {
+        // Dropped while the session waited for it.
+        let mut out = Vec::new();
+        PgError::fatal("3D000", format!("branch \"{branch}\" does not exist")).encode(&mut out);
+        return Err(EnterError::Refused(out));
+    }
+    let mut reset_path = None;
     if schemas != assumed || default_changed {
         let path = branch::branch_search_path(client_path.or(default_path.as_deref()), &schemas);
         match run_startup_query(upstream, reader, &branch::set_path_query(&path)).await? {
             Ok((_, r)) => ready = r,
             Err(error) => return Err(EnterError::Refused(as_fatal(&error))),
         }
+        reset_path = Some(path);
     }
-    Ok((schemas, ready, default_path))
+    Ok(Entered {
+        schemas,
+        ready,
+        default_path,
+        reset_path,
+    })
+}
+
+/// A branch session's start: its schemas, the final ReadyForQuery body,
+/// the role/database search_path, and the path set at session level when
+/// the startup packet's was not right.
+struct Entered {
+    schemas: Vec<(String, String)>,
+    ready: Vec<u8>,
+    default_path: Option<String>,
+    reset_path: Option<String>,
 }
 
 /// An ErrorResponse message with the server's fields, made FATAL: the

@@ -22,9 +22,11 @@
 //!    an object name (`nextval('public.s')`). Only the schema part of the
 //!    literal changes. Every other literal is data and is never touched.
 //! 3. **search_path.** The items of `SET [SESSION|LOCAL] search_path TO|=`
-//!    wherever it appears (also `ALTER ROLE ... SET`, `CREATE FUNCTION ...
-//!    SET`), except after `UPDATE` in the same statement, where `SET` assigns
-//!    a column; and the list in `set_config('search_path', '<list>', ...)`.
+//!    wherever it appears (also `CREATE FUNCTION ... SET`), except after
+//!    `UPDATE` in the same statement, where `SET` assigns a column, and in
+//!    `ALTER ROLE/USER/DATABASE ... SET` (settings every branch shares,
+//!    which each branch session maps for itself); and the list in
+//!    `set_config('search_path', '<list>', ...)`.
 //! 4. **Routine bodies.** In `DO` and `CREATE [OR REPLACE] FUNCTION |
 //!    PROCEDURE` in `sql` or `plpgsql`, rules 1-3 apply inside the
 //!    dollar-quoted body. Other dollar-quoted strings are data.
@@ -352,6 +354,13 @@ impl<'m, 's> Rewriter<'m, 's> {
         // Inside an UPDATE (or `ON CONFLICT DO UPDATE`, MERGE's `UPDATE`),
         // `SET search_path = ...` assigns a column.
         let mut in_update = false;
+        // ALTER ROLE / USER / DATABASE ... SET search_path: a setting every
+        // branch shares (main sessions of that role or database too); it
+        // names the schemas as main does, and each branch session maps it.
+        let shared_setting = toks.first().is_some_and(|t| t.is_word("alter"))
+            && toks
+                .get(1)
+                .is_some_and(|t| t.is_word("role") || t.is_word("user") || t.is_word("database"));
         let mut i = 0;
         while let Some(t) = toks.get(i) {
             match t.kind {
@@ -359,7 +368,7 @@ impl<'m, 's> Rewriter<'m, 's> {
                 TokenKind::Word | TokenKind::QuotedIdent => {
                     if t.is_word("update") {
                         in_update = true;
-                    } else if !in_update && t.is_word("set") {
+                    } else if !in_update && !shared_setting && t.is_word("set") {
                         if let Some(first) = search_path_value(toks, i) {
                             i = self.search_path_items(toks, first, base);
                             continue;
@@ -824,6 +833,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn role_and_database_settings_are_not_mapped() {
+        for sql in [
+            "ALTER ROLE app SET search_path = public",
+            "ALTER USER app IN DATABASE d SET search_path TO \"$user\", public",
+            "ALTER DATABASE d SET search_path = public",
+        ] {
+            assert!(
+                rewrite_schemas(sql.as_bytes(), &map(), true).is_none(),
+                "{sql}"
+            );
+        }
+    }
+
     fn map() -> SchemaMap {
         SchemaMap::new(vec![
             ("public".into(), "public@feature".into()),
@@ -1138,11 +1161,6 @@ mod tests {
             ("SET SESSION search_path = 'public', pg_temp", "SET SESSION search_path = 'public@feature', pg_temp"),
             ("set local search_path to \"public\"", r#"set local search_path to "public@feature""#),
             (r#"SET "search_path" TO public"#, r#"SET "search_path" TO "public@feature""#),
-            ("ALTER ROLE x SET search_path TO public", r#"ALTER ROLE x SET search_path TO "public@feature""#),
-            (
-                "ALTER DATABASE d SET search_path = app, public",
-                r#"ALTER DATABASE d SET search_path = "app@feature", "public@feature""#,
-            ),
             (
                 "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = public, pg_temp AS 'select 1'",
                 r#"CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = "public@feature", pg_temp AS 'select 1'"#,

@@ -11,7 +11,10 @@
 -- check that the caller owns what the rows describe.
 
 ALTER TABLE pgbranch.branches
-    ADD COLUMN parent text REFERENCES pgbranch.branches (name),
+    -- No foreign key: its check would lock the parent's row (FOR KEY
+    -- SHARE) on every update of the branch row, which deadlocks a branch's
+    -- DDL with a merge into its parent. The functions keep it consistent.
+    ADD COLUMN parent text,
     ADD COLUMN parent_version bigint,
     ADD COLUMN created_by name NOT NULL DEFAULT session_user,
     ADD COLUMN with_data boolean NOT NULL DEFAULT false;
@@ -34,6 +37,70 @@ CREATE TABLE pgbranch.branch_schemas (
 );
 INSERT INTO pgbranch.branch_schemas (branch, logical, physical)
 VALUES ('main', 'public', 'public');
+
+-- Proof that a history row describes a statement that really ran: ddl_begin
+-- (which first records any drift as its own version) leaves a token for
+-- this session and transaction; record_ddl and record_merged refuse to
+-- write without one. A role calling them directly can only record what it
+-- changed itself since its ddl_begin (and MERGE replays only versions that
+-- changed an object).
+CREATE TABLE pgbranch.ddl_tokens (
+    pid           integer NOT NULL,
+    backend_start timestamptz NOT NULL,
+    txid          bigint NOT NULL,
+    branch        text NOT NULL,
+    kind          text NOT NULL CHECK (kind IN ('ddl', 'merge')),
+    merged_from   text
+);
+CREATE INDEX ddl_tokens_pid ON pgbranch.ddl_tokens (pid);
+
+-- The role a SECURITY DEFINER function was called by (inside one,
+-- current_user is the function's owner): the SET ROLE in effect, else the
+-- logged-in role. Used for the privilege checks of those functions.
+CREATE FUNCTION pgbranch.invoker() RETURNS name
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT CASE current_setting('role') WHEN 'none' THEN session_user
+           ELSE current_setting('role')::name END
+$fn$;
+
+-- This backend's start time (with its pid, the session's identity).
+CREATE FUNCTION pgbranch.backend_start() RETURNS timestamptz
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT backend_start FROM pg_stat_get_activity(pg_backend_pid())
+$fn$;
+
+-- Writes a token (SECURITY DEFINER callers only: nothing is granted).
+CREATE FUNCTION pgbranch.issue_token(p_branch text, p_kind text, p_merged_from text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    -- Tokens of finished transactions and of gone sessions.
+    DELETE FROM pgbranch.ddl_tokens t
+    WHERE t.txid < txid_snapshot_xmin(txid_current_snapshot())
+       OR NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(t.pid) a
+                      WHERE a.backend_start = t.backend_start);
+    INSERT INTO pgbranch.ddl_tokens (pid, backend_start, txid, branch, kind, merged_from)
+    VALUES (pg_backend_pid(), pgbranch.backend_start(), txid_current(), p_branch, p_kind, p_merged_from);
+END
+$fn$;
+
+-- Takes a token for this transaction (p_kind 'ddl' or 'merge').
+-- one is consumed). Raises when there is none.
+CREATE FUNCTION pgbranch.take_token(p_branch text, p_kind text, p_merged_from text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pgbranch.ddl_tokens t
+               WHERE t.pid = pg_backend_pid() AND t.txid = txid_current()
+                 AND t.branch = p_branch AND t.kind = p_kind
+                 AND t.merged_from IS NOT DISTINCT FROM p_merged_from) THEN
+        RETURN;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = '55000',
+        MESSAGE = format('pgbranch: nothing to record on branch "%s": no change was begun in this transaction', p_branch),
+        HINT = 'History rows are written by pgbranch around the statements it forwards; they cannot be written directly.';
+END
+$fn$;
 
 -- Key space of the advisory locks that mark a branch in use: a session on
 -- a branch holds a shared lock (pgbr, hashtext(name)) for its lifetime.
@@ -85,6 +152,39 @@ BEGIN
                             '\1''' || replace(replace(p_to[i], '''', ''''''), '\', '\\') || '''', 'g');
     END LOOP;
     RETURN v;
+END
+$fn$;
+
+-- map_qualified for a statement a client wrote (merge replays): string
+-- literals are data and keep their text, except those that name objects
+-- ('public.t'::regclass, nextval('public.s') and the like).
+CREATE FUNCTION pgbranch.map_code(p_text text, p_from name[], p_to name[]) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_out   text := '';
+    v_prev  text := '';
+    pieces  text[];
+    i       integer;
+    piece   text;
+BEGIN
+    IF p_from IS NOT DISTINCT FROM p_to THEN
+        RETURN p_text;
+    END IF;
+    SELECT array_agg(x.m[1] ORDER BY x.n) INTO pieces
+    FROM regexp_matches(p_text, $re$('(?:[^']|'')*'|[^']+|')$re$, 'g') WITH ORDINALITY AS x(m, n);
+    FOR i IN 1 .. coalesce(array_length(pieces, 1), 0) LOOP
+        piece := pieces[i];
+        IF left(piece, 1) <> '''' THEN
+            v_out := v_out || pgbranch.map_qualified(piece, p_from, p_to);
+        ELSIF coalesce(pieces[i + 1], '') ~* '^\s*::\s*(pg_catalog\.)?reg'
+              OR v_prev ~* '(nextval|setval|currval|to_regclass|pg_get_serial_sequence)\s*\(\s*$' THEN
+            v_out := v_out || pgbranch.map_qualified(piece, p_from, p_to);
+        ELSE
+            v_out := v_out || piece;
+        END IF;
+        v_prev := piece;
+    END LOOP;
+    RETURN v_out;
 END
 $fn$;
 
@@ -208,6 +308,15 @@ $fn$;
 
 CREATE OR REPLACE FUNCTION pgbranch.ddl_begin(p_branch text, p_client_addr text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    PERFORM pgbranch.begin_change(p_branch, p_client_addr, 'ddl');
+END
+$fn$;
+
+-- Locks the branch row, records drift, issues the token.
+CREATE FUNCTION pgbranch.begin_change(p_branch text, p_client_addr text, p_kind text,
+                                      p_merged_from text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     v_version bigint;
     v_fp      text;
@@ -220,6 +329,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '3D000',
             MESSAGE = format('pgbranch: branch "%s" does not exist', p_branch);
     END IF;
+    PERFORM pgbranch.issue_token(p_branch, p_kind, p_merged_from);
     v_now := pgbranch.catalog_stamp();
     IF v_now IS NOT DISTINCT FROM v_stamp THEN
         RETURN;
@@ -263,6 +373,7 @@ DECLARE
     v_version   bigint;
     v_statement text := p_statement;
 BEGIN
+    PERFORM pgbranch.take_token(p_branch, 'ddl');
     UPDATE pgbranch.branches SET version = version + 1 WHERE name = p_branch
     RETURNING version INTO v_version;
     IF NOT FOUND THEN
@@ -277,6 +388,44 @@ BEGIN
     PERFORM pgbranch.write_version(p_branch, v_version, v_statement,
         CASE WHEN p_rows IS NULL THEN p_tag ELSE p_tag || ' ' || p_rows END,
         p_object_type, p_identity, p_action, p_client_addr);
+    RETURN v_version;
+END
+$fn$;
+
+-- Records a statement that ran outside a transaction block (CREATE INDEX
+-- CONCURRENTLY and the like) after it committed: there was no ddl_begin
+-- in its transaction. Accepted only for such statements, and only index
+-- changes are attributed to it.
+CREATE FUNCTION pgbranch.record_ddl_late(
+    p_branch text, p_statement text, p_tag text, p_object_type text,
+    p_identity text, p_action text, p_client_addr text, p_rows bigint DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_version bigint;
+    v_other   text;
+BEGIN
+    IF p_statement !~* '^\s*(CREATE\s+(UNIQUE\s+)?INDEX\s+CONCURRENTLY|DROP\s+INDEX\s+CONCURRENTLY|REINDEX\s.*CONCURRENTLY)'
+       OR p_object_type <> 'index' THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = 'pgbranch: only statements that run outside a transaction block are recorded after the fact';
+    END IF;
+    PERFORM 1 FROM pgbranch.branches WHERE name = p_branch FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '3D000',
+            MESSAGE = format('pgbranch: branch "%s" does not exist', p_branch);
+    END IF;
+    PERFORM pgbranch.issue_token(p_branch, 'ddl');
+    v_version := pgbranch.record_ddl(p_branch, p_statement, p_tag, p_object_type,
+        p_identity, p_action, p_client_addr, p_rows);
+    SELECT string_agg(DISTINCT o.object_type, ', ') INTO v_other
+    FROM pgbranch.object_versions o
+    WHERE o.branch = p_branch AND o.version = v_version AND o.object_type <> 'index';
+    IF v_other IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('pgbranch: %s changed alongside an index built outside a transaction block; record refused', v_other),
+            HINT = 'SHOW SCHEMA DRIFT lists changes made around pgbranch.';
+    END IF;
     RETURN v_version;
 END
 $fn$;
@@ -508,10 +657,10 @@ DECLARE
     r record;
 BEGIN
     PERFORM pgbranch.check_branch_name(p_name);
-    IF NOT has_database_privilege(current_database(), 'CREATE') THEN
+    IF NOT has_database_privilege(pgbranch.invoker(), current_database(), 'CREATE') THEN
         RAISE EXCEPTION USING ERRCODE = '42501',
             MESSAGE = format('permission denied to create branch "%s"', p_name),
-            DETAIL = format('A branch is a set of schemas, and role %I may not create schemas in database %I.', current_user, current_database()),
+            DETAIL = format('A branch is a set of schemas, and role %I may not create schemas in database %I.', pgbranch.invoker(), current_database()),
             HINT = 'GRANT CREATE ON DATABASE to the role, or create the branch as a role that has it.';
     END IF;
     -- Waits for schema changes in progress on the parent, so the branch
@@ -524,7 +673,7 @@ BEGIN
     END IF;
     BEGIN
         INSERT INTO pgbranch.branches (name, parent, parent_version, with_data, version, created_by)
-        VALUES (p_name, p_parent, v_parent_version, p_with_data, 0, session_user);
+        VALUES (p_name, p_parent, v_parent_version, p_with_data, 0, pgbranch.invoker());
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION USING ERRCODE = '42710',
             MESSAGE = format('branch "%s" already exists', p_name);
@@ -566,9 +715,9 @@ BEGIN
     FOR r IN SELECT s.physical, n.nspowner FROM pgbranch.branch_schemas s
              LEFT JOIN pg_namespace n ON n.nspname = s.physical
              WHERE s.branch = p_name LOOP
-        IF r.nspowner IS NULL OR NOT pg_has_role(r.nspowner, 'USAGE') THEN
+        IF r.nspowner IS NULL OR NOT pg_has_role(pgbranch.invoker(), r.nspowner, 'USAGE') THEN
             RAISE EXCEPTION USING ERRCODE = '42501',
-                MESSAGE = format('schema %I of branch "%s" is not owned by role %I', r.physical, p_name, current_user);
+                MESSAGE = format('schema %I of branch "%s" is not owned by role %I', r.physical, p_name, pgbranch.invoker());
         END IF;
     END LOOP;
     PERFORM pgbranch.write_version(p_name, 0, p_statement, 'CREATE BRANCH', 'branch',
@@ -660,7 +809,19 @@ BEGIN
                 '', 'g');
         END IF;
         FOR s IN SELECT pgbranch.split_sql(v_def) LOOP
-            CONTINUE WHEN s ~ '^ALTER [A-Z ]+ .* OWNER TO [^;]*;$';
+            -- The copies keep their owners where the caller may give them
+            -- away (a member of the owning role, or a superuser); code that
+            -- runs as an object's owner (a materialized view's query, an
+            -- index expression) then runs as that owner, never as the
+            -- caller. Otherwise the caller owns the copy.
+            IF s ~ '^ALTER [A-Z ]+ .* OWNER TO [^;]*;$' THEN
+                CONTINUE WHEN NOT pg_has_role(current_user,
+                    substring(s FROM ' OWNER TO (.*);$')::regrole, 'MEMBER');
+            END IF;
+            -- Filled at the end, by REFRESH (which runs as the owner).
+            IF r.object_type = 'materialized view' AND s ~* '^CREATE MATERIALIZED VIEW' THEN
+                s := regexp_replace(s, ';\s*$', E'\nWITH NO DATA;');
+            END IF;
             IF r.object_type = 'index' THEN
                 c_stmts := c_stmts || s;
                 c_groups := c_groups || (r.object_type || ' ' || r.identity);
@@ -777,6 +938,16 @@ BEGIN
             HINT = format('Create it with CREATE BRANCH %s (connected to main), or "pgbranch branch create %s".', quote_ident(p_name), p_name);
     END IF;
     PERFORM pg_advisory_lock_shared(pgbranch.lock_space(), hashtext(p_name));
+    -- DROP BRANCH may have committed while this waited for the lock (the
+    -- lock wait ends the statement's snapshot: read the catalog afresh).
+    IF NOT EXISTS (SELECT 1 FROM pgbranch.branch_schemas s
+                   JOIN pg_namespace n ON n.nspname = s.physical
+                   WHERE s.branch = p_name) THEN
+        PERFORM pg_advisory_unlock_shared(pgbranch.lock_space(), hashtext(p_name));
+        RAISE EXCEPTION USING ERRCODE = '3D000',
+            MESSAGE = format('branch "%s" does not exist', p_name),
+            DETAIL = 'It was dropped while this session was starting.';
+    END IF;
     RETURN QUERY SELECT s.logical, s.physical FROM pgbranch.branch_schemas s
                  WHERE s.branch = p_name ORDER BY s.logical;
 END
@@ -973,8 +1144,8 @@ END
 $fn$;
 
 -- Records one replayed statement in the target's history, as merged from
--- the branch. Called by merge_branch with the target's row locked (by
--- ddl_begin).
+-- the branch. Only inside a merge begun by begin_merge in this
+-- transaction (its token).
 CREATE FUNCTION pgbranch.record_merged(
     p_target text, p_branch text, p_branch_version bigint, p_statement text, p_tag text,
     p_object_type text, p_identity text, p_action text, p_client_addr text
@@ -983,6 +1154,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     v_version bigint;
 BEGIN
+    PERFORM pgbranch.take_token(p_target, 'merge', p_branch);
     UPDATE pgbranch.branches SET version = version + 1 WHERE name = p_target
     RETURNING version INTO v_version;
     IF NOT FOUND THEN
@@ -997,21 +1169,38 @@ BEGIN
 END
 $fn$;
 
--- After a merge: the branch's next merge starts from here. SECURITY
--- DEFINER: only the owner of the branch's schemas may move its base.
-CREATE FUNCTION pgbranch.finish_merge(p_branch text) RETURNS void
+-- Starts a merge of p_branch into p_target: only a role that owns the
+-- branch's schemas (or is a member of their owner) may. Locks the branch
+-- row (so that a concurrent merge of it, or a change on it, waits), then
+-- the target's like any change (drift recorded first), and returns the
+-- branch row as it is now.
+CREATE FUNCTION pgbranch.begin_merge(p_branch text, p_target text, p_client_addr text)
+RETURNS SETOF pgbranch.branches
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     IF EXISTS (SELECT 1 FROM pgbranch.branch_schemas s
                LEFT JOIN pg_namespace n ON n.nspname = s.physical
                WHERE s.branch = p_branch
-                 AND (n.oid IS NULL OR NOT pg_has_role(n.nspowner, 'USAGE'))) THEN
+                 AND (n.oid IS NULL OR NOT pg_has_role(pgbranch.invoker(), n.nspowner, 'USAGE'))) THEN
         RAISE EXCEPTION USING ERRCODE = '42501',
-            MESSAGE = format('only the owner of branch "%s" may merge it', p_branch);
+            MESSAGE = format('permission denied to merge branch "%s"', p_branch),
+            DETAIL = format('Role %I does not own the branch''s schemas.', pgbranch.invoker());
     END IF;
+    PERFORM 1 FROM pgbranch.branches WHERE name = p_branch FOR UPDATE;
+    PERFORM pgbranch.begin_change(p_target, p_client_addr, 'merge', p_branch);
+    RETURN QUERY SELECT * FROM pgbranch.branches WHERE name = p_branch;
+END
+$fn$;
+
+-- Ends a merge: the branch's next merge starts after p_version (the last
+-- branch version the merge considered), from the target's version now.
+CREATE FUNCTION pgbranch.finish_merge(p_branch text, p_target text, p_version bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    PERFORM pgbranch.take_token(p_target, 'merge', p_branch);
     UPDATE pgbranch.branches b
-    SET merged_version = b.version,
-        parent_version = (SELECT p.version FROM pgbranch.branches p WHERE p.name = b.parent)
+    SET merged_version = greatest(b.merged_version, p_version),
+        parent_version = (SELECT p.version FROM pgbranch.branches p WHERE p.name = p_target)
     WHERE b.name = p_branch;
 END
 $fn$;
@@ -1022,10 +1211,12 @@ $fn$;
 -- conflicts nothing is applied. Otherwise the branch's recorded DDL since
 -- its last merge is replayed on the target, in order, in the caller's
 -- transaction, as the caller, and recorded there as merged from the
--- branch. p_dry_run: the plan only.
+-- branch. Versions that changed no object are not replayed (status
+-- 'unchanged'). p_dry_run: the plan only. p_path: the caller's
+-- search_path (shared schemas on it, like `extensions`, stay).
 CREATE FUNCTION pgbranch.merge_branch(
     p_branch text, p_target text DEFAULT NULL, p_dry_run boolean DEFAULT false,
-    p_client_addr text DEFAULT NULL
+    p_client_addr text DEFAULT NULL, p_path text DEFAULT NULL
 ) RETURNS TABLE (step integer, branch_version bigint, object_type text, identity text,
                  action text, statement text, status text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off AS $fn$
@@ -1034,12 +1225,15 @@ DECLARE
     v_target   text;
     v_logical  name[];
     v_physical name[];
-    v_path     text;
+    v_path     text[] := '{}';
     v_conflicts text;
     v_count    integer;
     v_drift    text;
     v_step     integer := 0;
+    v_last     bigint;
     v_sql      text;
+    e          text;
+    k          integer;
     r          record;
 BEGIN
     SELECT * INTO v_b FROM pgbranch.branches b WHERE b.name = p_branch;
@@ -1056,10 +1250,11 @@ BEGIN
             DETAIL = 'The three-way merge needs the version the branch started from, which pgbranch knows for the parent only.';
     END IF;
     IF NOT p_dry_run THEN
-        -- Queue behind other schema changes on the target and record its
-        -- drift first (as ddl_begin does for any change).
-        PERFORM pgbranch.ddl_begin(v_target, p_client_addr);
+        -- Waits for a concurrent merge of the branch, and for changes on
+        -- either side; the branch row read again after that.
+        SELECT * INTO v_b FROM pgbranch.begin_merge(p_branch, v_target, p_client_addr);
     END IF;
+    v_last := v_b.version;
     -- Changes made around the proxy on the branch cannot be replayed.
     SELECT string_agg(format('version %s', h.version), ', ' ORDER BY h.version) INTO v_drift
     FROM pgbranch.schema_history h
@@ -1078,7 +1273,7 @@ BEGIN
     SELECT count(*), string_agg(format('%s %s', c.object_type, c.identity), E'\n' ORDER BY c.object_type, c.identity)
     INTO v_count, v_conflicts
     FROM (SELECT DISTINCT o.object_type, o.identity FROM pgbranch.object_versions o
-          WHERE o.branch = p_branch AND o.version > v_b.merged_version) c
+          WHERE o.branch = p_branch AND o.version > v_b.merged_version AND o.version <= v_last) c
     WHERE EXISTS (SELECT 1 FROM pgbranch.object_versions t
                   WHERE t.branch = v_target AND t.version > v_b.parent_version
                     AND t.object_type = c.object_type AND t.identity = c.identity)
@@ -1105,24 +1300,55 @@ BEGIN
             DETAIL = v_conflicts,
             HINT = format('DIFF BRANCH %s shows both sides; MERGE BRANCH %s DRY RUN lists the conflicts. Nothing was applied.', quote_ident(p_branch), quote_ident(p_branch));
     END IF;
-    -- The target's schema names for the statements' logical names.
+    -- The target's schema names for the statements' logical names, and the
+    -- caller's search_path with any branch's copy of a versioned schema
+    -- replaced by the target's.
     SELECT array_agg(s.logical ORDER BY s.logical), array_agg(s.physical ORDER BY s.logical)
     INTO v_logical, v_physical
     FROM pgbranch.branch_schemas s WHERE s.branch = v_target;
-    SELECT string_agg(CASE WHEN e = ANY (v_logical) THEN quote_ident(v_physical[array_position(v_logical, e::name)])
-                           ELSE quote_ident(e) END, ', ')
-    INTO v_path
-    FROM unnest(ARRAY['$user'] || v_logical::text[]) e;
+    FOR e IN SELECT btrim(x) FROM unnest(string_to_array(coalesce(p_path, '"$user", public'), ',')) x LOOP
+        IF e LIKE '"%"' THEN
+            e := replace(substr(e, 2, length(e) - 2), '""', '"');
+        END IF;
+        SELECT v_physical[array_position(v_logical, s.logical)] INTO v_sql
+        FROM pgbranch.branch_schemas s WHERE s.physical = e::name;
+        IF FOUND THEN
+            e := v_sql;
+        END IF;
+        IF e IS NOT NULL AND e <> '' AND NOT quote_ident(e) = ANY (v_path) THEN
+            v_path := v_path || quote_ident(e);
+        END IF;
+    END LOOP;
+    FOR k IN 1 .. coalesce(array_length(v_physical, 1), 0) LOOP
+        IF NOT quote_ident(v_physical[k]) = ANY (v_path) THEN
+            v_path := v_path || quote_ident(v_physical[k]);
+        END IF;
+    END LOOP;
     IF NOT p_dry_run THEN
-        PERFORM set_config('search_path', v_path, true);
+        PERFORM set_config('search_path', array_to_string(v_path, ', '), true);
     END IF;
-    FOR r IN SELECT h.version, h.statement, h.command_tag, h.object_type, h.object_identity, h.action
+    FOR r IN SELECT h.version, h.statement, h.command_tag, h.object_type, h.object_identity, h.action,
+                    EXISTS (SELECT 1 FROM pgbranch.object_versions o
+                            WHERE o.branch = h.branch AND o.version = h.version) AS changed
              FROM pgbranch.schema_history h
-             WHERE h.branch = p_branch AND h.version > v_b.merged_version
-               AND h.action NOT IN ('baseline', 'drift', 'create branch')
+             WHERE h.branch = p_branch AND h.version > v_b.merged_version AND h.version <= v_last
+               AND h.action NOT IN ('baseline', 'drift')
              ORDER BY h.version LOOP
         v_step := v_step + 1;
-        v_sql := pgbranch.map_qualified(r.statement, v_logical, v_physical);
+        step := v_step; branch_version := r.version; object_type := r.object_type;
+        identity := r.object_identity; action := r.action; statement := r.statement;
+        IF NOT r.changed THEN
+            -- Changed nothing on the branch: nothing to bring over (and not
+            -- to be run as the merging role).
+            status := 'unchanged';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        v_sql := pgbranch.map_code(r.statement, v_logical, v_physical);
+        -- Inside the merge's transaction: CONCURRENTLY cannot run there.
+        IF v_sql ~* '^\s*(CREATE\s+(UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX|REFRESH\s+MATERIALIZED\s+VIEW|ALTER\s+TABLE)' THEN
+            v_sql := regexp_replace(v_sql, '\mCONCURRENTLY\M', '', 'gi');
+        END IF;
         IF NOT p_dry_run THEN
             BEGIN
                 EXECUTE v_sql;
@@ -1141,13 +1367,11 @@ BEGIN
             PERFORM pgbranch.record_merged(v_target, p_branch, r.version, r.statement, r.command_tag,
                 r.object_type, r.object_identity, r.action, p_client_addr);
         END IF;
-        step := v_step; branch_version := r.version; object_type := r.object_type;
-        identity := r.object_identity; action := r.action; statement := r.statement;
         status := CASE WHEN p_dry_run THEN 'planned' ELSE 'applied' END;
         RETURN NEXT;
     END LOOP;
     IF NOT p_dry_run THEN
-        PERFORM pgbranch.finish_merge(p_branch);
+        PERFORM pgbranch.finish_merge(p_branch, v_target, v_last);
     END IF;
 END
 $fn$;
@@ -1159,16 +1383,19 @@ GRANT EXECUTE ON FUNCTION pgbranch.ddl_begin(text, text),
     pgbranch.drift(text), pgbranch.definition_at(text, text, bigint),
     pgbranch.state_fingerprint(text),
     pgbranch.lock_space(), pgbranch.check_branch_name(text),
-    pgbranch.map_qualified(text, name[], name[]), pgbranch.unmap(text, name[], name[]),
+    pgbranch.map_qualified(text, name[], name[]), pgbranch.map_code(text, name[], name[]),
+    pgbranch.unmap(text, name[], name[]),
     pgbranch.branch_objects(text, boolean), pgbranch.branch_fingerprint(text),
     pgbranch.split_sql(text), pgbranch.run_in_order(text[], text[], text, boolean), pgbranch.kind_rank(text),
     pgbranch.register_branch(text, text, boolean), pgbranch.finish_branch(text, text, text),
     pgbranch.create_branch(text, text, boolean, text, text), pgbranch.enter_branch(text),
-    pgbranch.configured_search_path(), pgbranch.switch_branch(text, text, text),
+    pgbranch.configured_search_path(),
+    pgbranch.record_ddl_late(text, text, text, text, text, text, text, bigint), pgbranch.switch_branch(text, text, text),
     pgbranch.forget_branch(text), pgbranch.drop_branch(text, boolean, boolean),
     pgbranch.list_branches(), pgbranch.diff_branches(text, text),
     pgbranch.record_merged(text, text, bigint, text, text, text, text, text, text),
-    pgbranch.finish_merge(text), pgbranch.merge_branch(text, text, boolean, text)
+    pgbranch.begin_merge(text, text, text), pgbranch.finish_merge(text, text, bigint),
+    pgbranch.merge_branch(text, text, boolean, text, text)
     TO PUBLIC;
 -- Branch names and their schemas are no secret (pg_namespace shows the
 -- schemas to everyone).
