@@ -549,6 +549,7 @@ mod tests {
         assert_eq!(c.tls.mode, d.tls.mode);
         assert_eq!(c.log.level, d.log.level);
         assert_eq!(c.branches.protected, d.branches.protected);
+        assert_eq!(c.metrics.max_branch_labels, d.metrics.max_branch_labels);
     }
 
     #[test]
