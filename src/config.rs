@@ -207,6 +207,10 @@ pub struct LogConfig {
     pub level: String,
     /// `text` or `json`.
     pub format: LogFormat,
+    /// Statements that take at least this long are logged (WARN) with
+    /// their duration and their text without literals; `0` = off.
+    #[serde(deserialize_with = "duration")]
+    pub slow_statement_threshold: Duration,
 }
 
 impl Default for LogConfig {
@@ -214,6 +218,7 @@ impl Default for LogConfig {
         Self {
             level: "info".into(),
             format: LogFormat::Text,
+            slow_statement_threshold: Duration::ZERO,
         }
     }
 }
@@ -550,6 +555,10 @@ mod tests {
         assert_eq!(c.log.level, d.log.level);
         assert_eq!(c.branches.protected, d.branches.protected);
         assert_eq!(c.metrics.max_branch_labels, d.metrics.max_branch_labels);
+        assert_eq!(
+            c.log.slow_statement_threshold,
+            d.log.slow_statement_threshold
+        );
     }
 
     #[test]

@@ -330,3 +330,56 @@ async fn branch_labels_are_capped_and_follow_a_switch() {
         3.0
     );
 }
+
+#[tokio::test]
+async fn slow_statements_are_logged_without_their_literals() {
+    let db = cluster().fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("pgbranch.log");
+    let port = free_port();
+    let mut child = std::process::Command::new(PGBRANCH_BIN)
+        .args(["serve", "--upstream", &cluster().tcp_url(), "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("PGBRANCH_LOG", "warn")
+        .env("PGBRANCH_METRICS_LISTEN", "")
+        .env("PGBRANCH_LOG_SLOW_STATEMENT_THRESHOLD", "40ms")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("pgbranch to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    let c = connect(&format!(
+        "host=127.0.0.1 port={port} user=postgres dbname={db}"
+    ))
+    .await;
+    c.batch_execute("SELECT 'fast-and-quiet'").await.unwrap();
+    c.batch_execute("SELECT pg_sleep(0.1), 'secret-simple'")
+        .await
+        .unwrap();
+    c.query("SELECT pg_sleep($1), 'secret-extended'", &[&0.1f64])
+        .await
+        .unwrap();
+    wait_for("two slow statements in the log", || async {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .matches("slow statement")
+            .count()
+            == 2
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("secret"), "{text}");
+    assert!(!text.contains("quiet"), "{text}");
+    assert!(text.contains("SELECT pg_sleep(?), ?"), "{text}");
+    assert!(text.contains("SELECT pg_sleep($1), ?"), "{text}");
+    assert!(text.contains("protocol=\"extended\""), "{text}");
+    // Not a terminal: no colour codes in the log.
+    assert!(!text.contains('\u{1b}'), "{text}");
+}

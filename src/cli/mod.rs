@@ -100,8 +100,10 @@ fn init_logging(config: &Config) {
         );
         tracing_subscriber::EnvFilter::new("info")
     });
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),

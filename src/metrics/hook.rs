@@ -24,6 +24,61 @@ use crate::sql::lexer::{Lexer, Statements};
 /// Most DDL actions remembered per statement in flight.
 const MAX_ACTIONS: usize = 8;
 
+/// Bytes of a statement kept for the slow-statement log.
+const TEXT: usize = 256;
+
+/// The start of a statement's text, kept without allocating.
+#[derive(Debug, Clone, Copy)]
+struct Text {
+    bytes: [u8; TEXT],
+    len: u16,
+    truncated: bool,
+}
+
+impl Text {
+    const EMPTY: Text = Text {
+        bytes: [0; TEXT],
+        len: 0,
+        truncated: false,
+    };
+
+    fn of(sql: &[u8]) -> Text {
+        let n = sql.len().min(TEXT);
+        let mut t = Text::EMPTY;
+        t.bytes[..n].copy_from_slice(&sql[..n]);
+        t.len = n as u16;
+        t.truncated = sql.len() > TEXT;
+        t
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// A statement's text for the log: literals (strings, numbers, dollar
+/// quotes) replaced by `?`, comments dropped, so that no value (a password,
+/// personal data) reaches the log.
+pub fn normalize(sql: &[u8], truncated: bool) -> String {
+    use crate::sql::lexer::TokenKind;
+    let mut out = String::with_capacity(sql.len());
+    let mut prev_end = None;
+    for t in Lexer::new(sql) {
+        if prev_end.is_some_and(|e| e < t.start) {
+            out.push(' ');
+        }
+        match t.kind {
+            TokenKind::String | TokenKind::DollarString | TokenKind::Number => out.push('?'),
+            _ => out.push_str(&String::from_utf8_lossy(t.text)),
+        }
+        prev_end = Some(t.end());
+    }
+    if truncated {
+        out.push_str(" ...");
+    }
+    out
+}
+
 /// What a statement in flight is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
@@ -43,13 +98,25 @@ struct Entry {
     overhead_ns: u64,
     failed: bool,
     actions: [Option<Action>; MAX_ACTIONS],
+    /// Kept only when slow statements are logged.
+    text: Option<Text>,
 }
 
-/// Kind and DDL action of a prepared statement.
+/// Kind and DDL action of a prepared statement (and its text, when slow
+/// statements are logged).
 #[derive(Debug, Clone, Copy)]
 struct Prepared {
     kind: Kind,
     action: Option<Action>,
+    text: Option<Text>,
+}
+
+impl Prepared {
+    const OTHER: Prepared = Prepared {
+        kind: Kind::Other,
+        action: None,
+        text: None,
+    };
 }
 
 type Hashed<V> = HashMap<u64, V, BuildHasherDefault<DefaultHasher>>;
@@ -142,6 +209,8 @@ pub struct MetricsHook {
     /// Transaction status of the last ReadyForQuery.
     tx_status: u8,
     tx_start: Option<Instant>,
+    /// Statements at least this long are logged; 0: none.
+    slow_ns: u64,
 }
 
 impl MetricsHook {
@@ -149,6 +218,7 @@ impl MetricsHook {
         inner: Box<dyn SessionHook>,
         metrics: Arc<StatementMetrics>,
         info: &SessionInfo,
+        slow_ns: u64,
     ) -> Self {
         let session = BranchSession::new(metrics.branch(&info.branch));
         Self {
@@ -162,7 +232,12 @@ impl MetricsHook {
             branch: info.branch.clone(),
             tx_status: b'I',
             tx_start: None,
+            slow_ns,
         }
+    }
+
+    fn text_of(&self, sql: &[u8]) -> Option<Text> {
+        (self.slow_ns > 0).then(|| Text::of(sql))
     }
 
     fn push(&mut self, slot: Slot, prepared: Prepared, start: Instant) {
@@ -175,16 +250,28 @@ impl MetricsHook {
             overhead_ns: std::mem::take(&mut self.overhead_ns),
             failed: false,
             actions,
+            text: prepared.text,
         });
     }
 
     fn finish(&mut self, e: Entry, protocol: Protocol, now: Instant) {
         let stats = self.session.stats();
-        stats.record(
-            e.kind,
-            protocol,
-            now.duration_since(e.start).as_nanos() as u64,
-        );
+        let ns = now.duration_since(e.start).as_nanos() as u64;
+        stats.record(e.kind, protocol, ns);
+        if self.slow_ns > 0 && ns >= self.slow_ns {
+            let text = e.text.unwrap_or(Text::EMPTY);
+            tracing::warn!(
+                duration_ms = ns as f64 / 1e6,
+                kind = e.kind.label(),
+                protocol = match protocol {
+                    Protocol::Simple => "simple",
+                    Protocol::Extended => "extended",
+                },
+                failed = e.failed,
+                statement = %normalize(text.as_bytes(), text.truncated),
+                "slow statement"
+            );
+        }
         self.metrics.overhead.record_ns(e.overhead_ns);
         if !e.failed {
             for a in e.actions.into_iter().flatten() {
@@ -209,7 +296,11 @@ impl MetricsHook {
             ft::QUERY => {
                 let sql = take_cstr(body).map_or(body, |(s, _)| s);
                 let kind = statement_kind(sql);
-                let mut prepared = Prepared { kind, action: None };
+                let mut prepared = Prepared {
+                    kind,
+                    action: None,
+                    text: self.text_of(sql),
+                };
                 let actions = if kind == Kind::Ddl {
                     ddl_actions(sql)
                 } else {
@@ -230,28 +321,19 @@ impl MetricsHook {
                     } else {
                         None
                     };
+                    let text = self.text_of(sql);
                     self.statements
-                        .insert(name_hash(name), Prepared { kind, action });
+                        .insert(name_hash(name), Prepared { kind, action, text });
                 }
             }
             ft::BIND => self.on_bind(body),
             ft::EXECUTE => {
                 let prepared = take_cstr(body)
                     .and_then(|(portal, _)| self.portals.get(&name_hash(portal)).copied())
-                    .unwrap_or(Prepared {
-                        kind: Kind::Other,
-                        action: None,
-                    });
+                    .unwrap_or(Prepared::OTHER);
                 self.push(Slot::Execute, prepared, start);
             }
-            ft::SYNC | ft::FUNCTION_CALL => self.push(
-                Slot::Sync,
-                Prepared {
-                    kind: Kind::Other,
-                    action: None,
-                },
-                start,
-            ),
+            ft::SYNC | ft::FUNCTION_CALL => self.push(Slot::Sync, Prepared::OTHER, start),
             ft::CLOSE => {
                 if let Some((&kind, rest)) = body.split_first() {
                     if let Some((name, _)) = take_cstr(rest) {
@@ -435,6 +517,8 @@ impl SessionHook for MetricsHook {
 pub struct MetricsHooks {
     pub inner: Arc<dyn HookFactory>,
     pub metrics: Arc<StatementMetrics>,
+    /// `log.slow_statement_threshold` in nanoseconds; 0: off.
+    pub slow_ns: u64,
 }
 
 impl HookFactory for MetricsHooks {
@@ -443,6 +527,7 @@ impl HookFactory for MetricsHooks {
             self.inner.create(info),
             self.metrics.clone(),
             info,
+            self.slow_ns,
         ))
     }
 }
@@ -476,6 +561,21 @@ mod tests {
         ] {
             assert_eq!(statement_kind(sql.as_bytes()), kind, "{sql}");
         }
+    }
+
+    #[test]
+    fn logged_statements_hold_no_literals() {
+        assert_eq!(
+            normalize(
+                b"SELECT pg_sleep(0.05), 'secret' -- note\n FROM t WHERE x = $1 AND y = $$z$$",
+                false
+            ),
+            "SELECT pg_sleep(?), ? FROM t WHERE x = $1 AND y = ?"
+        );
+        assert_eq!(
+            normalize(b"ALTER ROLE a PASSWORD 'hunter2", true),
+            "ALTER ROLE a PASSWORD ? ..."
+        );
     }
 
     #[test]

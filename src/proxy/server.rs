@@ -89,13 +89,16 @@ impl Server {
         hooks: Arc<dyn HookFactory>,
     ) -> Result<Self, StartError> {
         let proxy_metrics = ProxyMetrics::new(config.metrics.max_branch_labels);
-        // Statements are timed only when someone can read the figures.
-        let hooks: Arc<dyn HookFactory> = if config.metrics.listen.is_empty() {
+        // Statements are timed only when someone can read the figures (or
+        // slow ones are logged).
+        let slow_ns = config.log.slow_statement_threshold.as_nanos() as u64;
+        let hooks: Arc<dyn HookFactory> = if config.metrics.listen.is_empty() && slow_ns == 0 {
             hooks
         } else {
             Arc::new(MetricsHooks {
                 inner: hooks,
                 metrics: proxy_metrics.statements.clone(),
+                slow_ns,
             })
         };
         let target = UpstreamTarget::from_url(upstream_url).map_err(StartError::Upstream)?;
