@@ -306,6 +306,19 @@ async fn a_branch_session_sees_and_changes_only_its_branch() {
         "public.feature_flags".into(),
         "added".into()
     )));
+    // Introspection the way ORMs do it sees the branch's tables.
+    let listed: Vec<String> = b
+        .query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_name = 'feature_flags'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(listed, ["feature_flags"]);
     // RESET returns to the branch's path.
     b.batch_execute("SET search_path = pg_catalog; RESET search_path")
         .await

@@ -27,6 +27,13 @@
 //!    `ALTER ROLE/USER/DATABASE ... SET` (settings every branch shares,
 //!    which each branch session maps for itself); and the list in
 //!    `set_config('search_path', '<list>', ...)`.
+//! 5. **Catalog introspection.** A plain literal equal to a logical schema
+//!    name compared with a column that holds schema names (`table_schema =
+//!    'public'`, `n.nspname IN ('public', ...)`, `schemaname = 'public'`:
+//!    a column name ending in `schema`, `schemaname`, `schema_name` or
+//!    `nspname`) becomes the physical name, so that ORMs and tools reading
+//!    `information_schema` or `pg_catalog` see the branch's objects. A bind
+//!    parameter (`table_schema = $1`) cannot be seen and is left alone.
 //! 4. **Routine bodies.** In `DO` and `CREATE [OR REPLACE] FUNCTION |
 //!    PROCEDURE` in `sql` or `plpgsql`, rules 1-3 apply inside the
 //!    dollar-quoted body. Other dollar-quoted strings are data.
@@ -462,12 +469,34 @@ impl<'m, 's> Rewriter<'m, 's> {
         j
     }
 
-    /// Rules 2 and 3 for a literal outside a routine body's position.
+    /// Rules 2, 3 and 5 for a literal outside a routine body's position.
     fn literal(&mut self, toks: &[Token<'s>], i: usize, base: usize) {
         if names_object(toks, i) {
             self.object_literal(toks, i, base);
         } else if self.is_search_path_config(toks, i, base) {
             self.path_list_literal(toks, i, base);
+        } else if compares_schema_column(toks, i) {
+            self.schema_name_literal(toks, i, base);
+        }
+    }
+
+    /// Rule 5: `table_schema = 'public'` (catalog introspection) names the
+    /// branch's schema.
+    fn schema_name_literal(&mut self, toks: &[Token<'s>], i: usize, base: usize) {
+        let Some(lit) = self.literal_at(toks, i, base) else {
+            return;
+        };
+        if !lit.plain {
+            return;
+        }
+        let map = self.map;
+        let Some(e) = map.exact(lit.body) else {
+            return;
+        };
+        if lit.quoting.can_hold(e.physical.as_bytes()) {
+            self.replace(lit.at..lit.at + lit.body.len(), |out| {
+                lit.quoting.push(out, e.physical.as_bytes())
+            });
         }
     }
 
@@ -569,6 +598,35 @@ impl<'m, 's> Rewriter<'m, 's> {
             plain: closed && !body.iter().any(|&b| quoting.special(b)),
         })
     }
+}
+
+/// Whether the literal `toks[i]` is compared with a column that holds a
+/// schema name: `<col> = '...'` or `<col> IN ('...', ...)`, `<col>` (maybe
+/// qualified) ending in `schema`, `schemaname`, `schema_name` or `nspname`
+/// (information_schema, pg_tables, pg_namespace...).
+fn compares_schema_column(toks: &[Token<'_>], i: usize) -> bool {
+    let column = if i >= 2 && toks[i - 1].is_punct(b'=') {
+        Some(i - 2)
+    } else {
+        let mut k = i;
+        while k >= 2 && toks[k - 1].is_punct(b',') && toks[k - 2].kind == TokenKind::String {
+            k -= 2;
+        }
+        (k >= 3 && toks[k - 1].is_punct(b'(') && toks[k - 2].is_word("in")).then(|| k - 3)
+    };
+    column.and_then(|c| toks.get(c)).is_some_and(|t| {
+        t.kind == TokenKind::Word && {
+            let w = t.text.to_ascii_lowercase();
+            [
+                b"schema".as_slice(),
+                b"schemaname",
+                b"schema_name",
+                b"nspname",
+            ]
+            .iter()
+            .any(|s| w.ends_with(s))
+        }
+    })
 }
 
 /// Which routine statement `toks` is, if any.
@@ -832,6 +890,36 @@ fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn catalog_queries_compare_with_the_branch_schema() {
+        for (sql, want) in [
+            (
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public@feature'",
+            ),
+            (
+                "select * from pg_namespace n where n.nspname in ('pg_catalog', 'public')",
+                "select * from pg_namespace n where n.nspname in ('pg_catalog', 'public@feature')",
+            ),
+            (
+                "SELECT * FROM pg_tables WHERE schemaname='public'",
+                "SELECT * FROM pg_tables WHERE schemaname='public@feature'",
+            ),
+        ] {
+            assert_eq!(rw(sql), want, "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM t WHERE name = 'public'",
+            "SELECT * FROM information_schema.tables WHERE table_schema = 'Public'",
+            "INSERT INTO t (schema) VALUES ('public')",
+        ] {
+            assert!(
+                rewrite_schemas(sql.as_bytes(), &map(), true).is_none(),
+                "{sql}"
+            );
+        }
+    }
 
     #[test]
     fn role_and_database_settings_are_not_mapped() {
