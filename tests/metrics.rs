@@ -50,6 +50,32 @@ fn assert_prometheus_text(text: &str) {
     }
 }
 
+/// `promtool check metrics` (the Debian package `prometheus`) accepts the
+/// scrape: names, types, HELP, histogram layout.
+fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: apt-get install -y --no-install-recommends prometheus");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn metrics_config() -> pgbranch::config::Config {
     let mut config = test_config();
     config.metrics.listen = "127.0.0.1:0".into();
@@ -231,6 +257,7 @@ async fn statement_histograms_count_what_the_workload_sent() {
 
     let (_, text) = http(m, "GET", "/metrics").await;
     assert_prometheus_text(&text);
+    promtool_check_metrics(&text);
     for (kind, protocol, n) in [
         ("ddl", "simple", 1.0),
         ("select", "simple", 3.0),
