@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Helpers shared by bench/run.sh, bench/history.sh and bench/branches.sh; not run on its own.
+# Helpers shared by the bench/*.sh scripts; not run on its own.
 # Each script sets LOG_PREFIX (its name, for log lines) and MEDIAN_ROUNDING
 # (see paired_summary) and then sources this file with
 #
