@@ -573,6 +573,12 @@ async fn psql_creates_migrates_and_diffs_a_branch() {
             "CREATE INDEX customers_tier ON customers (loyalty_tier)",
             "-c",
             "\\d customers",
+            // COPY naming public reaches the branch's table (whose column
+            // main does not have).
+            "-c",
+            "COPY (SELECT DISTINCT loyalty_tier FROM public.customers) TO STDOUT",
+            "-c",
+            "COPY public.customers (loyalty_tier) TO STDOUT",
         ],
     )
     .await;
