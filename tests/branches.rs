@@ -925,11 +925,26 @@ async fn set_pgbranch_branch_switches_an_idle_session_and_reset_keeps_it_there()
         .expect_err("in a transaction");
     assert_eq!(code(&e), "25001");
     c.batch_execute("ROLLBACK").await.unwrap();
+    // In the extended protocol too, also inside a transaction block.
+    c.batch_execute("BEGIN").await.unwrap();
     let e = c
         .execute("SET pgbranch.branch = 'sw'", &[])
         .await
-        .expect_err("extended");
-    assert_eq!(code(&e), "0A000");
+        .expect_err("extended, in a transaction");
+    assert_eq!(code(&e), "25001");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    c.execute("SET pgbranch.branch = 'sw'", &[]).await.unwrap();
+    let on: String = c
+        .query_one("SHOW pgbranch.branch", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(on, "sw");
+    let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, "\"$user\", \"public@sw\"");
+    c.execute("RESET pgbranch.branch", &[]).await.unwrap();
+    let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, "\"$user\", public");
     let e = c
         .simple_query("SET pgbranch.branch = 'nope'")
         .await

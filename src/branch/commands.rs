@@ -364,11 +364,7 @@ pub fn to_sql(command: &Command, ctx: &Context) -> (String, bool) {
             lit(name)
         ),
         Command::List => "SELECT * FROM pgbranch.list_branches()".to_string(),
-        Command::Switch(to) => format!(
-            "SELECT logical, physical, search_path FROM pgbranch.switch_branch({}, {}, pg_catalog.current_setting('search_path'))",
-            lit(to.as_deref().unwrap_or(ctx.branch)),
-            lit(ctx.branch)
-        ),
+        Command::Switch(to) => switch_sql(to.as_deref().unwrap_or(ctx.branch), ctx.branch, true),
         Command::Merge {
             name,
             into,
@@ -395,6 +391,18 @@ pub fn to_query(command: &Command, ctx: &Context) -> (String, bool) {
         (body, true) => (format!("{};\n{body}", migrate_sql()), true),
         other => other,
     }
+}
+
+/// The query that moves a session from branch `from` to `to`; its rows
+/// are the new branch's (logical, physical, search_path). `check_idle`:
+/// the server checks that no transaction block is open (valid in a simple
+/// Query only; in the extended protocol the hook checks).
+pub fn switch_sql(to: &str, from: &str, check_idle: bool) -> String {
+    format!(
+        "SELECT logical, physical, search_path FROM pgbranch.switch_branch({}, {}, pg_catalog.current_setting('search_path'), {check_idle})",
+        lit(to),
+        lit(from)
+    )
 }
 
 /// A statement that fails with `e`.

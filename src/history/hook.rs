@@ -103,6 +103,17 @@ pub struct HistoryHook {
     reset_portals: std::collections::HashSet<Vec<u8>>,
     /// A DISCARD ALL sent alone: restore the path after its ReadyForQuery.
     restore_after_alone: bool,
+    /// Prepared statements and portals that are `SET pgbranch.branch`
+    /// (`None`: `RESET pgbranch.branch`).
+    switch_statements: HashMap<Vec<u8>, Option<String>>,
+    switch_portals: HashMap<Vec<u8>, Option<String>>,
+    /// Queries, Syncs and FunctionCalls sent whose ReadyForQuery has not
+    /// arrived yet.
+    outstanding: usize,
+    /// An Execute was sent since the last Sync.
+    executed_since_sync: bool,
+    /// Transaction status of the last ReadyForQuery.
+    last_status: u8,
 }
 
 /// A `SET pgbranch.branch` on its way.
@@ -126,6 +137,11 @@ impl HistoryHook {
             reset_statements: Default::default(),
             reset_portals: Default::default(),
             restore_after_alone: false,
+            switch_statements: HashMap::new(),
+            switch_portals: HashMap::new(),
+            outstanding: 0,
+            executed_since_sync: false,
+            last_status: b'I',
             origin: Origin {
                 branch: info.branch.clone(),
                 client_addr: info.peer.clone(),
@@ -240,6 +256,43 @@ impl HistoryHook {
             replace: Some(query_message(&text)),
             swallow_statements: [0, 1].into_iter().collect(),
             positions: Some(Arc::new(all_ours())),
+            ..ClientVerdict::default()
+        }
+    }
+
+    /// `SET pgbranch.branch` in the extended protocol, at its Execute: the
+    /// switch runs before it as the proxy's own statement. Only in an idle
+    /// session: nothing outstanding, the last ReadyForQuery idle, and no
+    /// other statement before it in this pipeline (a driver's BEGIN).
+    fn on_switch_execute(&mut self, to: Option<String>, first_in_pipeline: bool) -> ClientVerdict {
+        if !(first_in_pipeline && self.outstanding == 0 && self.last_status == b'I') {
+            let raise = branch_commands::raise_sql(&branch_commands::Invalid {
+                code: "25001",
+                message: "SET pgbranch.branch cannot run inside a transaction block".into(),
+                hint: Some(
+                    "Send it alone, outside a transaction block: a branch is chosen for the session."
+                        .into(),
+                ),
+            });
+            return ClientVerdict {
+                before: record::extended_frames(raise.as_bytes(), &[]),
+                ..ClientVerdict::default()
+            };
+        }
+        let target = to.unwrap_or_else(|| self.connect_branch.clone());
+        let mut before = record::extended_frames(self.ensure_sql().as_bytes(), &[]);
+        before.extend_from_slice(&record::extended_frames(
+            branch_commands::switch_sql(&target, &self.origin.branch, false).as_bytes(),
+            &[],
+        ));
+        self.switch = Some(PendingSwitch {
+            target,
+            schemas: Vec::new(),
+            path: None,
+            failed: false,
+        });
+        ClientVerdict {
+            before,
             ..ClientVerdict::default()
         }
     }
@@ -489,17 +542,12 @@ impl HistoryHook {
             crate::protocol::put_message(&mut message, ft::PARSE, &parse);
             message
         };
-        if let Some(Ok(branch_commands::Command::Switch(_))) = branch_commands::parse(sql) {
-            let raise = branch_commands::raise_sql(&branch_commands::Invalid {
-                code: "0A000",
-                message: "SET pgbranch.branch is supported in the simple query protocol only".into(),
-                hint: Some("Send it as a simple query (psql does; in drivers, the method that runs SQL without parameters, e.g. batch_execute or simple_query).".into()),
-            });
-            return ClientVerdict {
-                replace: Some(parse_message(raise.as_bytes())),
-                positions: Some(Arc::new(all_ours())),
-                ..ClientVerdict::default()
-            };
+        self.switch_statements.remove(name);
+        if let Some(Ok(branch_commands::Command::Switch(to))) = branch_commands::parse(sql) {
+            // The statement itself (a placeholder setting) is prepared as
+            // sent; its Execute moves the session.
+            self.switch_statements.insert(name.to_vec(), to);
+            return ClientVerdict::forward();
         }
         self.reset_statements.remove(name);
         // Also before any switch: the statement may run after one.
@@ -560,6 +608,14 @@ impl HistoryHook {
     fn on_bind(&mut self, body: &[u8]) {
         let names = take_cstr(body).and_then(|(portal, rest)| Some((portal, take_cstr(rest)?.0)));
         if let Some((portal, statement)) = names {
+            match self.switch_statements.get(statement) {
+                Some(to) => {
+                    self.switch_portals.insert(portal.to_vec(), to.clone());
+                }
+                None => {
+                    self.switch_portals.remove(portal);
+                }
+            }
             if self.reset_statements.contains(statement) {
                 self.reset_portals.insert(portal.to_vec());
             } else {
@@ -615,6 +671,10 @@ impl HistoryHook {
         let Some((portal, _)) = take_cstr(body) else {
             return ClientVerdict::forward();
         };
+        let first_in_pipeline = !std::mem::replace(&mut self.executed_since_sync, true);
+        if let Some(to) = self.switch_portals.get(portal).cloned() {
+            return self.on_switch_execute(to, first_in_pipeline);
+        }
         if self.reset_portals.contains(portal) {
             if let Some(restore) = self.restore_path_sql() {
                 return ClientVerdict {
@@ -660,21 +720,31 @@ impl SessionHook for HistoryHook {
     fn wants_client(&self, tag: u8) -> bool {
         matches!(
             tag,
-            ft::QUERY | ft::PARSE | ft::BIND | ft::EXECUTE | ft::CLOSE
+            ft::QUERY
+                | ft::PARSE
+                | ft::BIND
+                | ft::EXECUTE
+                | ft::CLOSE
+                | ft::SYNC
+                | ft::FUNCTION_CALL
         )
     }
 
     fn client_peek_limit(&self, tag: u8) -> usize {
-        // A Bind carries parameter values (possibly large) after the two
-        // names this hook reads; DDL takes no parameters.
-        if tag == ft::BIND {
-            4096
-        } else {
-            usize::MAX
+        match tag {
+            // A Bind carries parameter values (possibly large) after the
+            // two names this hook reads; DDL takes no parameters.
+            ft::BIND => 4096,
+            // Only counted (large object writes can be large).
+            ft::FUNCTION_CALL => 0,
+            _ => usize::MAX,
         }
     }
 
     fn on_client_prefix(&mut self, tag: u8, prefix: &[u8]) {
+        if tag == ft::FUNCTION_CALL {
+            self.outstanding += 1;
+        }
         if tag == ft::BIND {
             self.on_bind(prefix);
         }
@@ -682,7 +752,20 @@ impl SessionHook for HistoryHook {
 
     fn on_client_message(&mut self, tag: u8, body: &[u8]) -> ClientVerdict {
         match tag {
-            ft::QUERY => self.on_query(body),
+            ft::QUERY => {
+                let verdict = self.on_query(body);
+                self.outstanding += 1;
+                verdict
+            }
+            ft::SYNC => {
+                self.outstanding += 1;
+                self.executed_since_sync = false;
+                ClientVerdict::forward()
+            }
+            ft::FUNCTION_CALL => {
+                self.outstanding += 1;
+                ClientVerdict::forward()
+            }
             ft::PARSE => self.on_parse(body),
             ft::BIND => {
                 self.on_bind(body);
@@ -693,8 +776,14 @@ impl SessionHook for HistoryHook {
                 if let Some((&kind, rest)) = body.split_first() {
                     if let Some((name, _)) = take_cstr(rest) {
                         match kind {
-                            b'S' => self.statements.remove(name),
-                            _ => self.portals.remove(name),
+                            b'S' => {
+                                self.switch_statements.remove(name);
+                                self.statements.remove(name)
+                            }
+                            _ => {
+                                self.switch_portals.remove(name);
+                                self.portals.remove(name)
+                            }
                         };
                     }
                 }
@@ -715,6 +804,10 @@ impl SessionHook for HistoryHook {
         // The switch's own CommandComplete follows its rows; one that
         // arrives before them answers an earlier (pipelined) statement. A
         // failed switch never sends its statement's.
+        if tag == bt::READY_FOR_QUERY {
+            self.outstanding = self.outstanding.saturating_sub(1);
+            self.last_status = body.first().copied().unwrap_or(b'I');
+        }
         if tag == bt::COMMAND_COMPLETE {
             match self.switch.take() {
                 Some(sw) if sw.failed => {}

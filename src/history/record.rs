@@ -149,8 +149,17 @@ pub fn record_sql_with(
 
 /// Parse/Bind/Execute/Close frames running `sql` with text `params` on
 /// the proxy's own named statement and portal.
+///
+/// A Close of the statement goes first: when an earlier injected Execute
+/// failed, the server skipped the Closes after it (up to the Sync), and the
+/// statement would still exist. Closing a statement that does not exist is
+/// not an error.
 pub fn extended_frames(sql: &[u8], params: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::new();
+    let mut close = vec![b'S'];
+    close.extend_from_slice(INJECTED);
+    close.push(0);
+    put_message(&mut out, b'C', &close);
     let mut parse = INJECTED.to_vec();
     parse.push(0);
     parse.extend_from_slice(sql);

@@ -972,7 +972,8 @@ $fn$;
 -- this function it is pinned); each schema of p_old on it is replaced by
 -- p_new's copy of the same logical schema, and the result is set for the
 -- session (transactional: it rolls back with the caller's statement).
-CREATE FUNCTION pgbranch.switch_branch(p_new text, p_old text, p_path text)
+CREATE FUNCTION pgbranch.switch_branch(p_new text, p_old text, p_path text,
+                                       p_check_idle boolean DEFAULT true)
 RETURNS TABLE (logical name, physical name, search_path text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -987,7 +988,7 @@ BEGIN
     PERFORM pgbranch.check_branch_name(p_new);
     -- Sent alone in a simple Query, it starts its own transaction: a
     -- transaction block opened earlier started before this statement.
-    IF now() <> statement_timestamp() THEN
+    IF p_check_idle AND now() <> statement_timestamp() THEN
         RAISE EXCEPTION USING ERRCODE = '25001',
             MESSAGE = 'SET pgbranch.branch cannot run inside a transaction block',
             HINT = 'COMMIT or ROLLBACK first: a branch is chosen for the session.';
@@ -1390,7 +1391,7 @@ GRANT EXECUTE ON FUNCTION pgbranch.ddl_begin(text, text),
     pgbranch.register_branch(text, text, boolean), pgbranch.finish_branch(text, text, text),
     pgbranch.create_branch(text, text, boolean, text, text), pgbranch.enter_branch(text),
     pgbranch.configured_search_path(),
-    pgbranch.record_ddl_late(text, text, text, text, text, text, text, bigint), pgbranch.switch_branch(text, text, text),
+    pgbranch.record_ddl_late(text, text, text, text, text, text, text, bigint), pgbranch.switch_branch(text, text, text, boolean),
     pgbranch.forget_branch(text), pgbranch.drop_branch(text, boolean, boolean),
     pgbranch.list_branches(), pgbranch.diff_branches(text, text),
     pgbranch.record_merged(text, text, bigint, text, text, text, text, text, text),
