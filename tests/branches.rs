@@ -388,8 +388,10 @@ async fn unknown_and_invalid_branches_are_refused_at_connect() {
 async fn two_creations_of_one_name_one_wins_and_a_failed_one_leaves_nothing() {
     let db = shop_db().await;
     let proxy = start_proxy(test_config()).await;
+    // The two creations come through two proxy instances.
+    let other = start_proxy(test_config()).await;
     let a = connect(&proxy.conn_str("postgres", &db)).await;
-    let b = connect(&proxy.conn_str("postgres", &db)).await;
+    let b = connect(&other.conn_str("postgres", &db)).await;
     a.simple_query("SELECT 1").await.unwrap();
     a.batch_execute("BEGIN").await.unwrap();
     a.simple_query("CREATE BRANCH race").await.unwrap();
