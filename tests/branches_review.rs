@@ -49,6 +49,27 @@ async fn setup(setup: &str) -> (String, TestProxy, Client, Client) {
     (db, proxy, main, direct)
 }
 
+/// A database whose citext lives in a shared `extensions` schema on the
+/// database's search_path, a proxy, a main session, a direct connection
+/// and a session on branch `ext`.
+async fn extensions_db() -> (String, TestProxy, Client, Client, Client) {
+    let db = cluster().fresh_db();
+    let direct = connect(&cluster().direct(&db)).await;
+    direct
+        .batch_execute(&format!(
+            "CREATE SCHEMA extensions; CREATE EXTENSION citext SCHEMA extensions; \
+             ALTER DATABASE \"{db}\" SET search_path = \"$user\", public, extensions; \
+             CREATE TABLE public.users (email extensions.citext)"
+        ))
+        .await
+        .unwrap();
+    let proxy = start_proxy(test_config()).await;
+    let main = connect(&proxy.conn_str("postgres", &db)).await;
+    main.simple_query("CREATE BRANCH ext").await.unwrap();
+    let b = connect(&on_branch(&proxy, &db, "ext")).await;
+    (db, proxy, main, direct, b)
+}
+
 async fn count(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -449,20 +470,7 @@ async fn a_branch_with_create_index_concurrently_cannot_be_merged() {
 /// an extension's type or function fails to merge.
 #[tokio::test]
 async fn merge_loses_the_shared_extensions_schema_from_the_path() {
-    let db = cluster().fresh_db();
-    let direct = connect(&cluster().direct(&db)).await;
-    direct
-        .batch_execute(&format!(
-            "CREATE SCHEMA extensions; CREATE EXTENSION citext SCHEMA extensions; \
-             ALTER DATABASE \"{db}\" SET search_path = \"$user\", public, extensions; \
-             CREATE TABLE public.users (email extensions.citext)"
-        ))
-        .await
-        .unwrap();
-    let proxy = start_proxy(test_config()).await;
-    let main = connect(&proxy.conn_str("postgres", &db)).await;
-    main.simple_query("CREATE BRANCH ext").await.unwrap();
-    let b = connect(&on_branch(&proxy, &db, "ext")).await;
+    let (_db, _proxy, main, direct, b) = extensions_db().await;
     let path: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
     assert!(path.contains("extensions"), "{path}");
     b.batch_execute("CREATE TABLE more (e citext)")
@@ -573,20 +581,7 @@ async fn merging_into_a_parent_branch_rewrites_string_literals() {
 /// schema from that session's path.
 #[tokio::test]
 async fn reset_on_the_first_branch_session_loses_the_configured_shared_schemas() {
-    let db = cluster().fresh_db();
-    let direct = connect(&cluster().direct(&db)).await;
-    direct
-        .batch_execute(&format!(
-            "CREATE SCHEMA extensions; CREATE EXTENSION citext SCHEMA extensions; \
-             ALTER DATABASE \"{db}\" SET search_path = \"$user\", public, extensions; \
-             CREATE TABLE public.users (email extensions.citext)"
-        ))
-        .await
-        .unwrap();
-    let proxy = start_proxy(test_config()).await;
-    let main = connect(&proxy.conn_str("postgres", &db)).await;
-    main.simple_query("CREATE BRANCH ext").await.unwrap();
-    let b = connect(&on_branch(&proxy, &db, "ext")).await;
+    let (_db, _proxy, _main, _direct, b) = extensions_db().await;
     let before: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
     assert_eq!(before, "\"$user\", \"public@ext\", \"extensions\"");
     b.batch_execute("RESET search_path").await.unwrap();
