@@ -37,19 +37,6 @@ async fn with_branch(
     (db, proxy, main, b)
 }
 
-fn on_branch(proxy: &TestProxy, db: &str, branch: &str) -> String {
-    format!(
-        "{} options='-c branch={branch}'",
-        proxy.conn_str("postgres", db)
-    )
-}
-
-fn code(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.code().code().to_string())
-        .unwrap_or_else(|| format!("not a database error: {e}"))
-}
-
 /// Every object of a branch's versioned schemas: (type, identity) →
 /// definition, in logical names.
 async fn objects(c: &Client, branch: &str) -> Vec<(String, String, String)> {
@@ -130,11 +117,7 @@ async fn a_branch_of_a_realistic_schema_equals_its_parent() {
         .is_empty());
     // Schema-only: tables are empty, sequences continue from the parent.
     let direct = connect(&cluster().direct(&db)).await;
-    let n: i64 = direct
-        .query_one("SELECT count(*) FROM \"public@feature\".customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = scalar(&direct, "SELECT count(*) FROM \"public@feature\".customers").await;
     assert_eq!(n, 0);
     let (main_seq, branch_seq): (i64, i64) = {
         let r = direct
@@ -202,13 +185,9 @@ async fn a_branch_session_sees_and_changes_only_its_branch() {
     };
     assert!(before.0 > 0 && before.1 > 0);
     let b = connect(&on_branch(&proxy, &db, "feature")).await;
-    let path: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    let path: String = scalar(&b, "SHOW search_path").await;
     assert_eq!(path, "\"$user\", \"public@feature\"");
-    let current: String = b
-        .query_one("SHOW pgbranch.branch", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let current: String = scalar(&b, "SHOW pgbranch.branch").await;
     assert_eq!(current, "feature");
     // DDL, DML, qualified names, TRUNCATE and sequences, in both protocols.
     b.batch_execute(
@@ -224,11 +203,7 @@ async fn a_branch_session_sees_and_changes_only_its_branch() {
     b.execute("UPDATE public.products SET price = price * 2", &[])
         .await
         .unwrap();
-    let flags: i64 = b
-        .query_one("SELECT count(*) FROM public.feature_flags", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let flags: i64 = scalar(&b, "SELECT count(*) FROM public.feature_flags").await;
     assert_eq!(flags, 1);
     // main is untouched.
     let untouched: (bool, i64, i64, i64) = {
@@ -245,21 +220,15 @@ async fn a_branch_session_sees_and_changes_only_its_branch() {
         (r.get(0), r.get(1), r.get(2), r.get(3))
     };
     assert_eq!(untouched, (true, before.0, before.1, 5000));
-    let cols: i64 = direct
-        .query_one(
-            "SELECT count(*) FROM information_schema.columns \
+    let cols: i64 = scalar(
+        &direct,
+        "SELECT count(*) FROM information_schema.columns \
              WHERE table_schema = 'public' AND column_name = 'nickname'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(cols, 0);
-    let branch_reviews: i64 = direct
-        .query_one("SELECT count(*) FROM \"public@feature\".reviews", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let branch_reviews: i64 =
+        scalar(&direct, "SELECT count(*) FROM \"public@feature\".reviews").await;
     assert_eq!(branch_reviews, 0);
     // The branch's history: its own versions, logical names.
     let history: Vec<(i64, String, String)> = direct
@@ -283,14 +252,11 @@ async fn a_branch_session_sees_and_changes_only_its_branch() {
             "CREATE TABLE public.feature_flags (id int PRIMARY KEY)"
         )
     );
-    let main_versions: i64 = direct
-        .query_one(
-            "SELECT count(*) FROM pgbranch.schema_history WHERE branch = 'main'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let main_versions: i64 = scalar(
+        &direct,
+        "SELECT count(*) FROM pgbranch.schema_history WHERE branch = 'main'",
+    )
+    .await;
     assert_eq!(main_versions, 1, "only main's baseline");
     // DIFF shows the branch's changes with both definitions.
     let diff: Vec<(String, String, String)> = main
@@ -323,11 +289,11 @@ async fn a_branch_session_sees_and_changes_only_its_branch() {
     b.batch_execute("SET search_path = pg_catalog; RESET search_path")
         .await
         .unwrap();
-    let path: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    let path: String = scalar(&b, "SHOW search_path").await;
     assert_eq!(path, "\"$user\", \"public@feature\"");
     // SET search_path naming public names the branch's copy.
     b.batch_execute("SET search_path TO public").await.unwrap();
-    let path: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    let path: String = scalar(&b, "SHOW search_path").await;
     assert_eq!(path, "\"public@feature\"");
 }
 
@@ -361,11 +327,7 @@ async fn unknown_and_invalid_branches_are_refused_at_connect() {
     assert_eq!(code(&e), "42602");
     // The database-name form selects too.
     let c = connect(&proxy.conn_str("postgres", &format!("{db}/exists"))).await;
-    let current: String = c
-        .query_one("SHOW pgbranch.branch", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let current: String = scalar(&c, "SHOW pgbranch.branch").await;
     assert_eq!(current, "exists");
     // Bad commands are errors with their SQLSTATE, not forwarded.
     for (sql, state) in [
@@ -395,11 +357,7 @@ async fn two_creations_of_one_name_one_wins_and_a_failed_one_leaves_nothing() {
     a.simple_query("SELECT 1").await.unwrap();
     a.batch_execute("BEGIN").await.unwrap();
     a.simple_query("CREATE BRANCH race").await.unwrap();
-    let b_pid: i32 = b
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let b_pid: i32 = scalar(&b, "SELECT pg_backend_pid()").await;
     let second = tokio::spawn(async move { b.simple_query("CREATE BRANCH race").await });
     let direct = connect(&cluster().direct(&db)).await;
     // The second waits for the first's branch row.
@@ -444,15 +402,12 @@ async fn two_creations_of_one_name_one_wins_and_a_failed_one_leaves_nothing() {
             .contains("payments"),
         "{e:?}"
     );
-    let left: i64 = direct
-        .query_one(
-            "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%@x%') \
+    let left: i64 = scalar(
+        &direct,
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%@x%') \
                   + (SELECT count(*) FROM pgbranch.branches WHERE name LIKE 'x%')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(left, 0);
 }
 
@@ -485,16 +440,13 @@ async fn drop_waits_for_sessions_unless_forced_and_show_branches_lists() {
     main.simple_query("DROP BRANCH idle").await.unwrap();
     main.simple_query("DROP BRANCH busy FORCE").await.unwrap();
     let direct = connect(&cluster().direct(&db)).await;
-    let left: i64 = direct
-        .query_one(
-            "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%@%') \
+    let left: i64 = scalar(
+        &direct,
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%@%') \
                   + (SELECT count(*) FROM pgbranch.branches WHERE name <> 'main') \
                   + (SELECT count(*) FROM pgbranch.schema_history WHERE branch <> 'main')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(left, 0);
 }
 
@@ -666,14 +618,7 @@ async fn merge_replays_the_branch_on_main_and_records_it_as_merged() {
     let mut expected = before.clone();
     expected.push("tier".into());
     assert_eq!(main_customer_columns(&direct).await, expected);
-    let exists: bool = direct
-        .query_one(
-            "SELECT to_regclass('public.flags') IS NOT NULL AND to_regclass('public.customers_tier') IS NOT NULL",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let exists: bool = scalar(&direct, "SELECT to_regclass('public.flags') IS NOT NULL AND to_regclass('public.customers_tier') IS NOT NULL").await;
     assert!(exists);
     assert!(main
         .query("DIFF BRANCH feature", &[])
@@ -707,11 +652,8 @@ async fn merge_replays_the_branch_on_main_and_records_it_as_merged() {
         .unwrap();
     let again = main.query("MERGE BRANCH feature", &[]).await.unwrap();
     assert_eq!(again.len(), 1);
-    let comment: Option<String> = direct
-        .query_one("SELECT obj_description('public.flags'::regclass)", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let comment: Option<String> =
+        scalar(&direct, "SELECT obj_description('public.flags'::regclass)").await;
     assert_eq!(comment.as_deref(), Some("feature flags"));
 }
 
@@ -745,11 +687,7 @@ async fn conflicts_are_listed_and_nothing_is_applied() {
         [("public.customers".to_string(), "conflict".to_string())]
     );
     let direct = connect(&cluster().direct(&db)).await;
-    let applied: bool = direct
-        .query_one("SELECT to_regclass('public.harmless') IS NOT NULL", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let applied: bool = scalar(&direct, "SELECT to_regclass('public.harmless') IS NOT NULL").await;
     assert!(!applied, "nothing applied");
 }
 
@@ -789,10 +727,7 @@ async fn a_merge_that_fails_on_main_data_rolls_back_and_names_the_statement() {
 }
 
 fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(PGBRANCH_BIN)
-        .args(args)
-        .output()
-        .expect("pgbranch runs");
+    let out = pgbranch_cli(args);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -803,7 +738,7 @@ fn cli(args: &[&str]) -> (i32, String, String) {
 #[tokio::test]
 async fn the_cli_creates_lists_diffs_merges_and_drops() {
     let db = shop_db().await;
-    let url = format!("postgres://postgres@127.0.0.1:{}/{db}", cluster().port);
+    let url = db_url(&db);
     let u = ["--database-url", url.as_str()];
     let (code, out, err) = cli(&[&["branch", "create", "cli-b", "--with-data"][..], &u].concat());
     assert_eq!(code, 0, "{out}{err}");
@@ -893,17 +828,13 @@ async fn extensions_in_a_versioned_schema_are_reported_with_the_fix() {
     b.batch_execute("INSERT INTO users VALUES ('A@x.org'); CREATE TABLE more (e citext)")
         .await
         .unwrap();
-    let n: i64 = b
-        .query_one("SELECT count(*) FROM users WHERE email = 'a@X.ORG'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = scalar(&b, "SELECT count(*) FROM users WHERE email = 'a@X.ORG'").await;
     assert_eq!(n, 1);
     // Without a search_path of its own, a session starts from the one the
     // database sets, mapped: the shared schema stays on it.
     for _ in 0..2 {
         let d = connect(&on_branch(&proxy, &db, "ext")).await;
-        let path: String = d.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+        let path: String = scalar(&d, "SHOW search_path").await;
         assert_eq!(path, "\"$user\", \"public@ext\", \"extensions\"");
         d.batch_execute("CREATE TEMP TABLE t (e citext)")
             .await
@@ -936,16 +867,12 @@ async fn set_pgbranch_branch_switches_an_idle_session_and_reset_keeps_it_there()
     assert_eq!(code(&e), "25001");
     c.batch_execute("ROLLBACK").await.unwrap();
     c.execute("SET pgbranch.branch = 'sw'", &[]).await.unwrap();
-    let on: String = c
-        .query_one("SHOW pgbranch.branch", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let on: String = scalar(&c, "SHOW pgbranch.branch").await;
     assert_eq!(on, "sw");
-    let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    let path: String = scalar(&c, "SHOW search_path").await;
     assert_eq!(path, "\"$user\", \"public@sw\"");
     c.execute("RESET pgbranch.branch", &[]).await.unwrap();
-    let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    let path: String = scalar(&c, "SHOW search_path").await;
     assert_eq!(path, "\"$user\", public");
     let e = c
         .simple_query("SET pgbranch.branch = 'nope'")
@@ -975,11 +902,7 @@ async fn set_pgbranch_branch_switches_an_idle_session_and_reset_keeps_it_there()
     assert_eq!(show("SHOW search_path").await, "\"$user\", \"public@sw\"");
     c.execute("RESET ALL", &[]).await.unwrap();
     assert_eq!(show("SHOW search_path").await, "\"$user\", \"public@sw\"");
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM only_on_sw", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = scalar(&c, "SELECT count(*) FROM only_on_sw").await;
     assert_eq!(n, 0);
     // Back to the branch selected at connect time: protected again.
     c.simple_query("RESET pgbranch.branch").await.unwrap();
@@ -991,14 +914,7 @@ async fn set_pgbranch_branch_switches_an_idle_session_and_reset_keeps_it_there()
         .expect_err("main is protected");
     assert_eq!(code(&e), "42501");
     let direct = connect(&cluster().direct(&db)).await;
-    let recorded: i64 = direct
-        .query_one(
-            "SELECT count(*) FROM pgbranch.schema_history WHERE branch = 'sw' AND object_identity = 'public.only_on_sw'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let recorded: i64 = scalar(&direct, "SELECT count(*) FROM pgbranch.schema_history WHERE branch = 'sw' AND object_identity = 'public.only_on_sw'").await;
     assert_eq!(recorded, 1);
 }
 

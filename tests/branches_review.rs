@@ -10,27 +10,6 @@ mod common;
 use common::*;
 use tokio_postgres::Client;
 
-fn code(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.code().code().to_string())
-        .unwrap_or_else(|| format!("not a database error: {e}"))
-}
-
-fn on_branch(proxy: &TestProxy, db: &str, branch: &str) -> String {
-    format!(
-        "{} options='-c branch={branch}'",
-        proxy.conn_str("postgres", db)
-    )
-}
-
-/// A direct connection (not through the proxy) as `role`.
-fn direct_as(role: &str, db: &str) -> String {
-    format!(
-        "host=127.0.0.1 port={} user={role} dbname={db}",
-        cluster().port
-    )
-}
-
 /// A role name unique to this test's database.
 fn role_name(prefix: &str, db: &str) -> String {
     format!("{prefix}_{db}")
@@ -70,10 +49,6 @@ async fn extensions_db() -> (String, TestProxy, Client, Client, Client) {
     (db, proxy, main, direct, b)
 }
 
-async fn count(c: &Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).await.unwrap().get(0)
-}
-
 // ---------------------------------------------------------------------------
 // 1. Security
 // ---------------------------------------------------------------------------
@@ -102,13 +77,11 @@ async fn a_statement_forged_into_a_branch_history_is_run_by_merge_as_the_merger(
             &[],
         )
         .await;
-    eprintln!(
-        "forged record_ddl: {:?}",
-        forged.as_ref().map(|_| ()).map_err(code)
-    );
+    // Refused: no ddl_begin in that transaction.
+    let e = forged.expect_err("a history row written directly");
+    assert_eq!(code(&e), "55000", "{e}");
     // The branch owner merges the branch (on which nothing was done).
-    let merged = main.simple_query("MERGE BRANCH feature").await;
-    eprintln!("merge: {:?}", merged.as_ref().map(|_| ()).map_err(code));
+    main.simple_query("MERGE BRANCH feature").await.unwrap();
     drop(proxy);
     let e = a
         .query("SELECT * FROM public.secret", &[])
@@ -129,7 +102,7 @@ async fn any_role_can_write_merged_versions_into_mains_history() {
         .batch_execute(&format!("CREATE ROLE {attacker} LOGIN"))
         .await
         .unwrap();
-    let before = count(
+    let before = scalar::<i64>(
         &direct,
         "SELECT count(*) FROM pgbranch.schema_history WHERE branch = 'main'",
     )
@@ -142,7 +115,7 @@ async fn any_role_can_write_merged_versions_into_mains_history() {
             &[],
         )
         .await;
-    let after = count(
+    let after = scalar::<i64>(
         &direct,
         "SELECT count(*) FROM pgbranch.schema_history WHERE branch = 'main'",
     )
@@ -176,12 +149,9 @@ async fn any_role_can_mark_another_roles_branch_as_merged() {
     let r = a
         .query("SELECT pgbranch.finish_merge('feature')", &[])
         .await;
-    eprintln!(
-        "finish_merge by another role: {:?}",
-        r.as_ref().map(|_| ()).map_err(code)
-    );
+    assert!(r.is_err(), "finish_merge outside a merge: {r:?}");
     main.simple_query("MERGE BRANCH feature").await.unwrap();
-    let merged = count(
+    let merged = scalar::<i64>(
         &direct,
         "SELECT count(*) FROM information_schema.columns \
          WHERE table_schema = 'public' AND table_name = 't' AND column_name = 'y'",
@@ -205,14 +175,11 @@ async fn a_role_without_create_on_the_database_can_register_branches() {
         .await
         .unwrap();
     let a = connect(&direct_as(&attacker, &db)).await;
-    let has_create: bool = a
-        .query_one(
-            "SELECT has_database_privilege(current_database(), 'CREATE')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let has_create: bool = scalar(
+        &a,
+        "SELECT has_database_privilege(current_database(), 'CREATE')",
+    )
+    .await;
     assert!(!has_create);
     let r = a
         .query(
@@ -285,7 +252,7 @@ async fn create_branch_runs_another_roles_matview_code_as_the_creator() {
     let proxy = start_proxy(test_config()).await;
     let admin = connect(&proxy.conn_str("postgres", &db)).await;
     let r = admin.simple_query("CREATE BRANCH review").await;
-    eprintln!("create branch: {:?}", r.as_ref().map(|_| ()).map_err(code));
+    r.expect("CREATE BRANCH");
     let escalated: bool = direct
         .query_one(
             "SELECT rolcreaterole FROM pg_roles WHERE rolname = $1",
@@ -344,9 +311,9 @@ async fn a_session_entering_a_branch_dropped_meanwhile_lands_on_main() {
     match joining.await.unwrap() {
         Err(e) => eprintln!("refused (expected): {e}"),
         Ok(c) => {
-            let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+            let path: String = scalar(&c, "SHOW search_path").await;
             let _ = c.batch_execute("INSERT INTO t VALUES (1)").await;
-            let on_main = count(&direct, "SELECT count(*) FROM public.t").await;
+            let on_main = scalar::<i64>(&direct, "SELECT count(*) FROM public.t").await;
             panic!(
                 "a session on dropped branch \"gone\" was let in with search_path {path}; \
                  its INSERT put {on_main} row(s) into main's public.t"
@@ -368,7 +335,7 @@ async fn set_search_path_to_default_after_a_switch_returns_to_main() {
         .unwrap();
     c.simple_query("SET pgbranch.branch = 'sw'").await.unwrap();
     c.batch_execute("SET search_path TO DEFAULT").await.unwrap();
-    let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    let path: String = scalar(&c, "SHOW search_path").await;
     let r = c.query("SELECT * FROM only_on_main", &[]).await;
     assert!(
         r.is_err(),
@@ -391,9 +358,9 @@ async fn a_reset_prepared_before_a_switch_returns_the_session_to_main() {
     let reset = c.prepare("RESET search_path").await.unwrap();
     c.simple_query("SET pgbranch.branch = 'sw'").await.unwrap();
     c.execute(&reset, &[]).await.unwrap();
-    let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    let path: String = scalar(&c, "SHOW search_path").await;
     let r = c.execute("INSERT INTO only_on_main VALUES (1)", &[]).await;
-    let n = count(&direct, "SELECT count(*) FROM public.only_on_main").await;
+    let n = scalar::<i64>(&direct, "SELECT count(*) FROM public.only_on_main").await;
     assert!(
         r.is_err() && n == 0,
         "a session on branch sw wrote into main's only_on_main (search_path {path})"
@@ -420,7 +387,7 @@ async fn alter_role_set_search_path_on_a_branch_moves_main_sessions_to_the_branc
     .await
     .unwrap();
     let m = connect(&proxy.conn_str(&app, &db)).await;
-    let path: String = m.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    let path: String = scalar(&m, "SHOW search_path").await;
     assert!(
         !path.contains("public@feature"),
         "a main session of {app} runs on branch feature: search_path {path}"
@@ -444,8 +411,7 @@ async fn a_branch_with_create_index_concurrently_cannot_be_merged() {
         .unwrap();
     // Recorded after the statement, by a Query of the proxy's own.
     wait_for("the index to be recorded on the branch", || async {
-        count(
-            &direct,
+        scalar::<i64>(&direct,
             "SELECT count(*) FROM pgbranch.schema_history WHERE branch = 'idx' AND statement LIKE '%CONCURRENTLY%'",
         )
         .await
@@ -456,7 +422,7 @@ async fn a_branch_with_create_index_concurrently_cannot_be_merged() {
     if let Err(e) = &r {
         panic!("MERGE BRANCH idx failed: {e:?}");
     }
-    let n = count(
+    let n = scalar::<i64>(
         &direct,
         "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public' AND indexname = 't_x'",
     )
@@ -471,7 +437,7 @@ async fn a_branch_with_create_index_concurrently_cannot_be_merged() {
 #[tokio::test]
 async fn merge_loses_the_shared_extensions_schema_from_the_path() {
     let (_db, _proxy, main, direct, b) = extensions_db().await;
-    let path: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    let path: String = scalar(&b, "SHOW search_path").await;
     assert!(path.contains("extensions"), "{path}");
     b.batch_execute("CREATE TABLE more (e citext)")
         .await
@@ -481,7 +447,7 @@ async fn merge_loses_the_shared_extensions_schema_from_the_path() {
         panic!("MERGE BRANCH ext failed: {e:?}");
     }
     assert_eq!(
-        count(
+        scalar::<i64>(
             &direct,
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'more'"
         )
@@ -503,11 +469,7 @@ async fn two_concurrent_merges_of_one_branch_replay_it_twice() {
         .await
         .unwrap();
     let b = connect(&proxy.conn_str("postgres", &db)).await;
-    let b_pid: i32 = b
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let b_pid: i32 = scalar(&b, "SELECT pg_backend_pid()").await;
     a.batch_execute("BEGIN").await.unwrap();
     a.simple_query("MERGE BRANCH twice").await.unwrap();
     let second = tokio::spawn(async move { b.simple_query("MERGE BRANCH twice").await });
@@ -524,12 +486,8 @@ async fn two_concurrent_merges_of_one_branch_replay_it_twice() {
     .await;
     a.batch_execute("COMMIT").await.unwrap();
     let r = second.await.unwrap();
-    eprintln!(
-        "second merge: {:?}",
-        r.as_ref().map(|m| m.len()).map_err(code)
-    );
-    let replays = count(
-        &direct,
+    r.expect("the second merge runs after the first, with nothing left to replay");
+    let replays = scalar::<i64>(&direct,
         "SELECT count(*) FROM pgbranch.schema_history WHERE branch = 'main' AND merged_from = 'twice'",
     )
     .await;
@@ -553,24 +511,18 @@ async fn merging_into_a_parent_branch_rewrites_string_literals() {
     c.batch_execute("COMMENT ON TABLE t IS 'replaces public.old_t'")
         .await
         .unwrap();
-    let on_child: Option<String> = direct
-        .query_one(
-            "SELECT obj_description('\"public@child\".t'::regclass)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let on_child: Option<String> = scalar(
+        &direct,
+        "SELECT obj_description('\"public@child\".t'::regclass)",
+    )
+    .await;
     assert_eq!(on_child.as_deref(), Some("replaces public.old_t"));
     main.simple_query("MERGE BRANCH child").await.unwrap();
-    let on_parent: Option<String> = direct
-        .query_one(
-            "SELECT obj_description('\"public@parent\".t'::regclass)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let on_parent: Option<String> = scalar(
+        &direct,
+        "SELECT obj_description('\"public@parent\".t'::regclass)",
+    )
+    .await;
     assert_eq!(on_parent.as_deref(), Some("replaces public.old_t"));
 }
 
@@ -582,10 +534,10 @@ async fn merging_into_a_parent_branch_rewrites_string_literals() {
 #[tokio::test]
 async fn reset_on_the_first_branch_session_loses_the_configured_shared_schemas() {
     let (_db, _proxy, _main, _direct, b) = extensions_db().await;
-    let before: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    let before: String = scalar(&b, "SHOW search_path").await;
     assert_eq!(before, "\"$user\", \"public@ext\", \"extensions\"");
     b.batch_execute("RESET search_path").await.unwrap();
-    let after: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    let after: String = scalar(&b, "SHOW search_path").await;
     assert_eq!(after, before, "RESET changed the branch session's path");
 }
 
@@ -607,11 +559,7 @@ async fn a_branch_ddl_during_a_merge_of_that_branch_deadlocks() {
     b.batch_execute("ALTER TABLE t ADD COLUMN a int")
         .await
         .unwrap();
-    let b_pid: i32 = b
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let b_pid: i32 = scalar(&b, "SELECT pg_backend_pid()").await;
     // A reader on main holds the table, so the merge waits mid-replay.
     let reader = connect(&cluster().direct(&db)).await;
     reader
@@ -619,11 +567,7 @@ async fn a_branch_ddl_during_a_merge_of_that_branch_deadlocks() {
         .await
         .unwrap();
     let merger = connect(&proxy.conn_str("postgres", &db)).await;
-    let merger_pid: i32 = merger
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let merger_pid: i32 = scalar(&merger, "SELECT pg_backend_pid()").await;
     let merge = tokio::spawn(async move {
         let r = merger.simple_query("MERGE BRANCH feature").await;
         (merger, r)
@@ -649,23 +593,12 @@ async fn a_branch_ddl_during_a_merge_of_that_branch_deadlocks() {
             .await;
         (b, r)
     });
-    let mut change_done = false;
-    for _ in 0..250 {
-        if change.is_finished() || waiting(b_pid).await {
-            change_done = change.is_finished();
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    eprintln!("branch change finished before the merge resumed: {change_done}");
+    // It queues behind the merge (which holds the branch's row).
+    wait_for("the branch change to wait for the merge", || waiting(b_pid)).await;
+    assert!(!change.is_finished());
     reader.batch_execute("COMMIT").await.unwrap();
     let (_merger, merged) = merge.await.unwrap();
     let (_b, changed) = change.await.unwrap();
-    eprintln!(
-        "merge: {:?}; branch change: {:?}",
-        merged.as_ref().map(|_| ()).map_err(code),
-        changed.as_ref().map(|_| ()).map_err(code)
-    );
     assert!(
         merged.is_ok() && changed.is_ok(),
         "merge: {merged:?}\nbranch change: {changed:?}"

@@ -51,6 +51,11 @@ async fn changes(db: &str) -> Vec<Row> {
         .collect()
 }
 
+/// The statements of the recorded rows other than the baseline.
+async fn recorded_statements(db: &str) -> Vec<String> {
+    changes(db).await.into_iter().map(|r| r.statement).collect()
+}
+
 async fn proxy() -> TestProxy {
     start_proxy(test_config()).await
 }
@@ -499,14 +504,11 @@ async fn a_role_that_cannot_set_up_history_cannot_change_the_schema_unrecorded()
     assert!(out.status.success(), "{out:?}");
     c.simple_query("CREATE TABLE mine (x int)").await.unwrap();
     let direct = connect(&cluster().direct(&db)).await;
-    let role: String = direct
-        .query_one(
-            "SELECT role::text FROM pgbranch.schema_history WHERE version = 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let role: String = scalar(
+        &direct,
+        "SELECT role::text FROM pgbranch.schema_history WHERE version = 1",
+    )
+    .await;
     assert_eq!(role, "pgb_plain");
     // pgb_plain may not read the history unless granted.
     let err = c.simple_query("SHOW SCHEMA HISTORY").await.unwrap_err();
@@ -555,17 +557,6 @@ async fn baseline_captures_existing_objects() {
     assert_eq!(defs[0].0, 0);
     assert!(!defs[0].1.contains(" y "), "{}", defs[0].1);
     assert!(defs[1].1.contains(" y "), "{}", defs[1].1);
-}
-
-fn pgbranch_cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(PGBRANCH_BIN)
-        .args(args)
-        .output()
-        .expect("pgbranch runs")
-}
-
-fn db_url(db: &str) -> String {
-    format!("postgres://postgres@127.0.0.1:{}/{db}", cluster().port)
 }
 
 async fn live_objects(db: &str) -> Vec<(String, String, String)> {
@@ -801,21 +792,10 @@ async fn a_proxy_killed_during_a_ddl_storm_loses_nothing_and_invents_nothing() {
         created, tables,
         "exactly one CREATE row per existing table, none for others"
     );
-    let gapless: bool = direct
-        .query_one(
-            "SELECT array_agg(version ORDER BY version) = array(SELECT generate_series(0, max(version)) FROM pgbranch.schema_history) \
-             FROM pgbranch.schema_history",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let gapless: bool = scalar(&direct, "SELECT array_agg(version ORDER BY version) = array(SELECT generate_series(0, max(version)) FROM pgbranch.schema_history) \
+             FROM pgbranch.schema_history").await;
     assert!(gapless);
-    let drift: i64 = direct
-        .query_one("SELECT count(*) FROM pgbranch.drift('main')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let drift: i64 = scalar(&direct, "SELECT count(*) FROM pgbranch.drift('main')").await;
     assert_eq!(drift, 0, "the recorded state matches the live schema");
 }
 
@@ -844,11 +824,7 @@ async fn large_binds_stream_past_the_hook_and_ddl_portals_stay_exact() {
         .unwrap()
         .get(0);
     assert_eq!(n, 3);
-    let got: Vec<_> = changes(&db)
-        .await
-        .into_iter()
-        .map(|r| r.statement)
-        .collect();
+    let got: Vec<_> = recorded_statements(&db).await;
     assert_eq!(
         got,
         [
@@ -856,14 +832,6 @@ async fn large_binds_stream_past_the_hook_and_ddl_portals_stay_exact() {
             "ALTER TABLE blobs ADD COLUMN n int"
         ]
     );
-}
-
-/// A libpq connection string straight to the server as `user`.
-fn direct_as(user: &str, db: &str) -> String {
-    format!(
-        "host=127.0.0.1 port={} user={user} dbname={db}",
-        cluster().port
-    )
 }
 
 #[tokio::test]
@@ -958,11 +926,7 @@ async fn a_concurrent_index_behind_a_pipelined_error_is_recorded() {
     assert_eq!(tags(&r.until_ready().await), "CZ");
     r.send(&pgbranch::protocol::query_message("SELECT 1")).await;
     assert_eq!(tags(&r.until_ready().await), "TDCZ");
-    let got: Vec<_> = changes(&db)
-        .await
-        .into_iter()
-        .map(|r| r.statement)
-        .collect();
+    let got: Vec<_> = recorded_statements(&db).await;
     assert_eq!(
         got,
         [
@@ -989,11 +953,7 @@ async fn a_failed_concurrent_index_behind_a_pipelined_index_is_not_recorded() {
     assert_eq!(tags(&r.until_ready_allow_errors().await), "EZ");
     r.send(&pgbranch::protocol::query_message("SELECT 1")).await;
     assert_eq!(tags(&r.until_ready().await), "TDCZ");
-    let got: Vec<_> = changes(&db)
-        .await
-        .into_iter()
-        .map(|r| r.statement)
-        .collect();
+    let got: Vec<_> = recorded_statements(&db).await;
     assert_eq!(
         got,
         ["CREATE TABLE t (x int)", "CREATE INDEX t_x ON t (x)"],
@@ -1031,11 +991,7 @@ async fn a_concurrent_index_is_recorded_before_pipelined_statements_run() {
     r.send(&pgbranch::protocol::query_message("ROLLBACK")).await;
     assert_eq!(tags(&r.until_ready().await), "CZ");
 
-    let got: Vec<_> = changes(&db)
-        .await
-        .into_iter()
-        .map(|r| r.statement)
-        .collect();
+    let got: Vec<_> = recorded_statements(&db).await;
     assert_eq!(
         got,
         [
@@ -1093,11 +1049,7 @@ async fn ddl_committed_before_a_refused_concurrent_index_in_the_same_query_is_re
         .unwrap_err();
     assert_eq!(err.code().unwrap().code(), "25001");
     assert!(table_exists(&db, "a").await);
-    let got: Vec<_> = changes(&db)
-        .await
-        .into_iter()
-        .map(|r| r.statement)
-        .collect();
+    let got: Vec<_> = recorded_statements(&db).await;
     assert_eq!(got, ["CREATE TABLE a (x int)"]);
 }
 
@@ -1120,11 +1072,7 @@ async fn an_unterminated_statement_is_not_completed_by_the_injected_record() {
         assert_eq!(err.code().unwrap().code(), "42601", "{sql}: {err}");
     }
     assert!(!table_exists(&db, "sneaky").await);
-    let got: Vec<_> = changes(&db)
-        .await
-        .into_iter()
-        .map(|r| r.statement)
-        .collect();
+    let got: Vec<_> = recorded_statements(&db).await;
     assert_eq!(got, ["CREATE TABLE seen (x int)"]);
 }
 
@@ -1177,11 +1125,7 @@ async fn transactions_that_end_inside_one_query_are_each_set_up_and_locked() {
     )
     .await
     .unwrap();
-    let got: Vec<_> = changes(&db)
-        .await
-        .into_iter()
-        .map(|r| r.statement)
-        .collect();
+    let got: Vec<_> = recorded_statements(&db).await;
     assert_eq!(got, ["CREATE TABLE b (x int)", "CREATE TABLE d (x int)"]);
 }
 

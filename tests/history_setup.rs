@@ -7,17 +7,6 @@ mod common;
 use common::*;
 use pgbranch::history::migrate::latest_version;
 
-fn pgbranch_cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(PGBRANCH_BIN)
-        .args(args)
-        .output()
-        .expect("pgbranch runs")
-}
-
-fn db_url(db: &str) -> String {
-    format!("postgres://postgres@127.0.0.1:{}/{db}", cluster().port)
-}
-
 /// Every migration this build knows, in order.
 fn all_migrations() -> Vec<i32> {
     (1..=latest_version() as i32).collect()
@@ -213,16 +202,13 @@ async fn two_proxies_share_one_gapless_version_sequence() {
         .collect();
     assert_eq!(versions, (0..=80).collect::<Vec<i64>>());
     // Each table's ALTER comes after its CREATE.
-    let misordered: i64 = direct
-        .query_one(
-            "SELECT count(*) FROM pgbranch.schema_history c JOIN pgbranch.schema_history a \
+    let misordered: i64 = scalar(
+        &direct,
+        "SELECT count(*) FROM pgbranch.schema_history c JOIN pgbranch.schema_history a \
              ON a.object_identity = c.object_identity AND a.action = 'alter' \
              WHERE c.action = 'create' AND a.version < c.version",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(misordered, 0);
 }
 
@@ -269,11 +255,7 @@ async fn a_pgbranch_schema_owned_by_an_untrusted_role_is_never_run() {
     let err = su.execute("CREATE TABLE t (x int)", &[]).await.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "42501");
     let direct = connect(&cluster().direct(&db)).await;
-    let ran: i64 = direct
-        .query_one("SELECT count(*) FROM public.trap_log", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let ran: i64 = scalar(&direct, "SELECT count(*) FROM public.trap_log").await;
     assert_eq!(ran, 0);
     let out = pgbranch_cli(&["init", "--database-url", &db_url(&db)]);
     assert_eq!(out.status.code(), Some(2));

@@ -512,3 +512,50 @@ pub async fn wait_query_active(direct: &tokio_postgres::Client, pid: i32, fragme
     })
     .await;
 }
+
+/// Runs the `pgbranch` binary with `args` (the CLI commands).
+pub fn pgbranch_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(PGBRANCH_BIN)
+        .args(args)
+        .output()
+        .expect("pgbranch runs")
+}
+
+/// URL of database `db` on the shared cluster, as the superuser.
+pub fn db_url(db: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:{}/{db}", cluster().port)
+}
+
+/// A libpq connection string straight to the server as `user`.
+pub fn direct_as(user: &str, db: &str) -> String {
+    format!(
+        "host=127.0.0.1 port={} user={user} dbname={db}",
+        cluster().port
+    )
+}
+
+/// A libpq connection string through `proxy` to branch `branch` of `db`.
+pub fn on_branch(proxy: &TestProxy, db: &str, branch: &str) -> String {
+    format!(
+        "{} options='-c branch={branch}'",
+        proxy.conn_str("postgres", db)
+    )
+}
+
+/// The SQLSTATE of a database error (a readable message otherwise).
+pub fn code(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_string())
+        .unwrap_or_else(|| format!("not a database error: {e}"))
+}
+
+/// The first column of the one row `sql` returns.
+pub async fn scalar<T>(c: &tokio_postgres::Client, sql: &str) -> T
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    c.query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
