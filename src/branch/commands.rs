@@ -147,6 +147,11 @@ pub fn parse(sql: &[u8]) -> Option<Result<Command, Invalid>> {
     // Cheap exit for ordinary traffic: the first word decides.
     let start = sql.iter().position(|b| !b.is_ascii_whitespace())?;
     let first = sql[start..].get(..4)?;
+    // Every branch command names a branch: ordinary SET, SHOW, CREATE and
+    // MERGE statements leave here without allocating.
+    if !crate::sql::contains_ignore_ascii_case(sql, b"branch") {
+        return None;
+    }
     if first.eq_ignore_ascii_case(b"set ")
         || first.eq_ignore_ascii_case(b"set\t")
         || first.eq_ignore_ascii_case(b"rese")

@@ -24,14 +24,11 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// `value` as an SQL string literal (standard_conforming_strings on or
-/// off: backslashes are doubled inside an E'' literal).
-pub fn quote_literal(value: &str) -> String {
-    if value.contains('\\') {
-        format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-    } else {
-        format!("'{}'", value.replace('\'', "''"))
-    }
+/// `value` as an SQL literal that means the same under every
+/// `standard_conforming_strings` (a dollar quote).
+fn literal(value: &str) -> String {
+    String::from_utf8(crate::history::record::dollar_quote(value.as_bytes()))
+        .expect("UTF-8 in, UTF-8 out")
 }
 
 /// The server's default `search_path`.
@@ -101,16 +98,21 @@ pub fn branch_search_path(client_path: Option<&str>, schemas: &[(String, String)
 pub fn enter_query(branch: &str) -> Vec<u8> {
     query_message(&format!(
         "SELECT logical, physical, pgbranch.configured_search_path() FROM pgbranch.enter_branch({})",
-        quote_literal(branch)
+        literal(branch)
     ))
 }
 
-/// The Query that sets a corrected `search_path`.
-pub fn set_path_query(path: &str) -> Vec<u8> {
-    query_message(&format!(
+/// The statement that sets the session's `search_path` to `path`.
+pub fn set_path_sql(path: &str) -> String {
+    format!(
         "SELECT pg_catalog.set_config('search_path', {}, false)",
-        quote_literal(path)
-    ))
+        literal(path)
+    )
+}
+
+/// [`set_path_sql`] as a Query message.
+pub fn set_path_query(path: &str) -> Vec<u8> {
+    query_message(&set_path_sql(path))
 }
 
 #[cfg(test)]
@@ -142,8 +144,11 @@ mod tests {
 
     #[test]
     fn literals_are_escaped() {
-        assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(quote_literal("a\\b"), "E'a\\\\b'");
+        let q = set_path_query("\"it's\", a\\b");
+        assert!(
+            String::from_utf8_lossy(&q).contains("$pgb$\"it's\", a\\b$pgb$"),
+            "{q:?}"
+        );
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 }

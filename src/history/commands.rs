@@ -76,7 +76,10 @@ fn normalise(name: &str) -> String {
 pub fn parse(sql: &[u8]) -> Option<Command> {
     // Cheap exit for ordinary traffic: the first word must be SHOW.
     let start = sql.iter().position(|b| !b.is_ascii_whitespace())?;
-    if sql.len() < start + 4 || !sql[start..start + 4].eq_ignore_ascii_case(b"show") {
+    if sql.len() < start + 4
+        || !sql[start..start + 4].eq_ignore_ascii_case(b"show")
+        || !crate::sql::contains_ignore_ascii_case(sql, b"schema")
+    {
         return None;
     }
     let text = std::str::from_utf8(sql).ok()?.trim();

@@ -170,9 +170,12 @@ impl HistoryHook {
 
     /// A branch command's replacement text, and whether the metadata
     /// check must run first.
-    fn branch_command(&self, sql: &[u8]) -> Option<(String, bool)> {
-        let command = branch_commands::parse(sql)?;
-        Some(match command {
+    fn branch_command(
+        &self,
+        command: Option<Result<branch_commands::Command, branch_commands::Invalid>>,
+        sql: &[u8],
+    ) -> Option<(String, bool)> {
+        Some(match command? {
             Ok(c) => branch_commands::to_sql(
                 &c,
                 &branch_commands::Context {
@@ -299,12 +302,7 @@ impl HistoryHook {
 
     /// The statement that puts back a switched session's search_path.
     fn restore_path_sql(&self) -> Option<String> {
-        self.reset_path.as_ref().map(|p| {
-            format!(
-                "SELECT pg_catalog.set_config('search_path', {}, false)",
-                crate::branch::quote_literal(p)
-            )
-        })
+        self.reset_path.as_deref().map(crate::branch::set_path_sql)
     }
 
     fn on_query(&mut self, body: &[u8]) -> ClientVerdict {
@@ -349,10 +347,11 @@ impl HistoryHook {
     }
 
     fn on_query_inner(&mut self, sql: &[u8]) -> ClientVerdict {
-        if let Some(Ok(branch_commands::Command::Switch(to))) = branch_commands::parse(sql) {
+        let command = branch_commands::parse(sql);
+        if let Some(Ok(branch_commands::Command::Switch(to))) = command {
             return self.on_switch(sql, to);
         }
-        if let Some((text, check)) = self.branch_command(sql) {
+        if let Some((text, check)) = self.branch_command(command, sql) {
             let text = if check {
                 format!("{};\n{text}", self.ensure_sql())
             } else {
@@ -543,7 +542,8 @@ impl HistoryHook {
             message
         };
         self.switch_statements.remove(name);
-        if let Some(Ok(branch_commands::Command::Switch(to))) = branch_commands::parse(sql) {
+        let command = branch_commands::parse(sql);
+        if let Some(Ok(branch_commands::Command::Switch(to))) = command {
             // The statement itself (a placeholder setting) is prepared as
             // sent; its Execute moves the session.
             self.switch_statements.insert(name.to_vec(), to);
@@ -556,7 +556,7 @@ impl HistoryHook {
         }
         // A branch command's metadata check runs before its Parse, as the
         // proxy's own statement.
-        if let Some((text, check)) = self.branch_command(sql) {
+        if let Some((text, check)) = self.branch_command(command, sql) {
             return ClientVerdict {
                 before: if check {
                     record::extended_frames(self.ensure_sql().as_bytes(), &[])
@@ -945,11 +945,8 @@ fn late_record_warning(error: &[u8]) -> Vec<u8> {
 /// Whether `sql` holds a statement that resets settings (`RESET ...`,
 /// `DISCARD ...`), which would return search_path to its startup value.
 fn resets_settings(sql: &[u8]) -> bool {
-    let lower = sql.to_ascii_lowercase();
-    if !(lower.windows(5).any(|w| w == b"reset")
-        || lower.windows(7).any(|w| w == b"discard")
-        || lower.windows(7).any(|w| w == b"default"))
-    {
+    use crate::sql::contains_ignore_ascii_case as contains;
+    if !(contains(sql, b"reset") || contains(sql, b"discard") || contains(sql, b"search_path")) {
         return false;
     }
     crate::sql::lexer::Statements::new(sql).any(|r| {

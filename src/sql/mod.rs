@@ -11,3 +11,15 @@ pub mod rewrite;
 
 pub use classify::{classify, is_ddl, may_contain_ddl, Action, Ddl, ObjectType};
 pub use lexer::{split_statements, Lexer, Statements, Token, TokenKind};
+
+/// Whether `needle` occurs in `haystack`, ASCII case-insensitively, without
+/// allocating: the cheap pre-check before lexing a statement.
+pub fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    let first = first.to_ascii_lowercase();
+    haystack
+        .windows(needle.len())
+        .any(|w| w[0].to_ascii_lowercase() == first && w.eq_ignore_ascii_case(needle))
+}

@@ -122,10 +122,7 @@ impl SchemaMap {
             if entries.iter().any(|e| e.logical == logical) {
                 continue;
             }
-            let mut quoted = String::with_capacity(physical.len() + 2);
-            quoted.push('"');
-            quoted.push_str(&physical.replace('"', "\"\""));
-            quoted.push('"');
+            let quoted = crate::branch::quote_ident(&physical);
             entries.push(Entry {
                 foldable: !logical.bytes().any(|b| b.is_ascii_uppercase()),
                 needle: longest_plain_run(logical.as_bytes()),
@@ -152,9 +149,9 @@ impl SchemaMap {
     /// Whether some logical name may occur in `sql`: false means no rule
     /// can apply.
     fn mentioned_in(&self, sql: &[u8]) -> bool {
-        self.entries
-            .iter()
-            .any(|e| contains_ignore_ascii_case(sql, &e.logical.as_bytes()[e.needle.clone()]))
+        self.entries.iter().any(|e| {
+            super::contains_ignore_ascii_case(sql, &e.logical.as_bytes()[e.needle.clone()])
+        })
     }
 
     /// The entry whose logical name is exactly `name`.
@@ -616,7 +613,7 @@ fn compares_schema_column(toks: &[Token<'_>], i: usize) -> bool {
     };
     column.and_then(|c| toks.get(c)).is_some_and(|t| {
         t.kind == TokenKind::Word && {
-            let w = t.text.to_ascii_lowercase();
+            let w = t.text;
             [
                 b"schema".as_slice(),
                 b"schemaname",
@@ -624,7 +621,7 @@ fn compares_schema_column(toks: &[Token<'_>], i: usize) -> bool {
                 b"nspname",
             ]
             .iter()
-            .any(|s| w.ends_with(s))
+            .any(|s| w.len() >= s.len() && w[w.len() - s.len()..].eq_ignore_ascii_case(s))
         }
     })
 }
@@ -873,17 +870,6 @@ fn longest_plain_run(name: &[u8]) -> Range<usize> {
         }
     }
     best
-}
-
-/// Whether `needle` occurs in `haystack`, ASCII case-insensitively.
-fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
-    let Some(&first) = needle.first() else {
-        return true;
-    };
-    let first = first.to_ascii_lowercase();
-    haystack
-        .windows(needle.len())
-        .any(|w| w[0].to_ascii_lowercase() == first && w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
