@@ -273,17 +273,12 @@ async fn a_branch_session_sees_and_changes_only_its_branch() {
         "added".into()
     )));
     // Introspection the way ORMs do it sees the branch's tables.
-    let listed: Vec<String> = b
-        .query(
-            "SELECT table_name::text FROM information_schema.tables \
+    let listed: Vec<String> = column(
+        &b,
+        "SELECT table_name::text FROM information_schema.tables \
              WHERE table_schema = 'public' AND table_name = 'feature_flags'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    )
+    .await;
     assert_eq!(listed, ["feature_flags"]);
     // RESET returns to the branch's path.
     b.batch_execute("SET search_path = pg_catalog; RESET search_path")
@@ -557,17 +552,12 @@ async fn psql_creates_migrates_and_diffs_a_branch() {
 
 /// Columns of `public.customers` on main.
 async fn main_customer_columns(direct: &Client) -> Vec<String> {
-    direct
-        .query(
-            "SELECT column_name::text FROM information_schema.columns \
+    column(
+        direct,
+        "SELECT column_name::text FROM information_schema.columns \
              WHERE table_schema = 'public' AND table_name = 'customers' ORDER BY ordinal_position",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    )
+    .await
 }
 
 #[tokio::test]

@@ -605,17 +605,12 @@ async fn a_branch_ddl_during_a_merge_of_that_branch_deadlocks() {
     );
     // A later merge brings what is new on the branch.
     main.simple_query("MERGE BRANCH feature").await.unwrap();
-    let cols: Vec<String> = direct
-        .query(
-            "SELECT column_name::text FROM information_schema.columns \
+    let cols: Vec<String> = column(
+        &direct,
+        "SELECT column_name::text FROM information_schema.columns \
              WHERE table_schema = 'public' AND table_name = 't' ORDER BY ordinal_position",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    )
+    .await;
     assert_eq!(
         cols,
         ["x", "a", "b"],

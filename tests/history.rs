@@ -349,16 +349,11 @@ async fn concurrent_ddl_from_many_connections_gets_gapless_versions() {
     let versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
     assert_eq!(versions, (0..=81).collect::<Vec<i64>>());
     let direct = connect(&cluster().direct(&db)).await;
-    let ids: Vec<i64> = direct
-        .query(
-            "SELECT id FROM pgbranch.schema_history ORDER BY version",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids: Vec<i64> = column(
+        &direct,
+        "SELECT id FROM pgbranch.schema_history ORDER BY version",
+    )
+    .await;
     assert!(
         ids.windows(2).all(|w| w[0] < w[1]),
         "global order follows versions"
@@ -765,28 +760,18 @@ async fn a_proxy_killed_during_a_ddl_storm_loses_nothing_and_invents_nothing() {
         .await
         .unwrap();
 
-    let tables: Vec<String> = direct
-        .query(
-            "SELECT 'public.' || relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'k\\_%' \
+    let tables: Vec<String> = column(
+        &direct,
+        "SELECT 'public.' || relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'k\\_%' \
              AND relnamespace = 'public'::regnamespace ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let created: Vec<String> = direct
-        .query(
-            "SELECT object_identity FROM pgbranch.schema_history \
+    )
+    .await;
+    let created: Vec<String> = column(
+        &direct,
+        "SELECT object_identity FROM pgbranch.schema_history \
              WHERE action = 'create' AND object_type = 'table' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    )
+    .await;
     assert!(tables.len() > 40, "{tables:?}");
     assert_eq!(
         created, tables,
@@ -905,6 +890,20 @@ async fn raw(proxy: &TestProxy, db: &str) -> RawConn {
     .0
 }
 
+/// A database with table `t (x int)`, a proxy, and a raw connection that
+/// has sent `first` and `second` as two pipelined Query messages.
+async fn two_queries_on_table_t(first: &str, second: &str) -> (String, TestProxy, RawConn) {
+    let db = cluster().fresh_db();
+    let proxy = proxy().await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.simple_query("CREATE TABLE t (x int)").await.unwrap();
+    let mut r = raw(&proxy, &db).await;
+    let mut bytes = pgbranch::protocol::query_message(first);
+    bytes.extend(pgbranch::protocol::query_message(second));
+    r.send(&bytes).await;
+    (db, proxy, r)
+}
+
 /// Message tags of `msgs`, as a string.
 fn tags(msgs: &[Msg]) -> String {
     msgs.iter().map(|m| m.0 as char).collect()
@@ -912,16 +911,8 @@ fn tags(msgs: &[Msg]) -> String {
 
 #[tokio::test]
 async fn a_concurrent_index_behind_a_pipelined_error_is_recorded() {
-    let db = cluster().fresh_db();
-    let proxy = proxy().await;
-    let c = connect(&proxy.conn_str("postgres", &db)).await;
-    c.simple_query("CREATE TABLE t (x int)").await.unwrap();
-    let mut r = raw(&proxy, &db).await;
-    let mut bytes = pgbranch::protocol::query_message("SELECT 1/0");
-    bytes.extend(pgbranch::protocol::query_message(
-        "CREATE INDEX CONCURRENTLY t_x ON t (x)",
-    ));
-    r.send(&bytes).await;
+    let (db, _proxy, mut r) =
+        two_queries_on_table_t("SELECT 1/0", "CREATE INDEX CONCURRENTLY t_x ON t (x)").await;
     assert_eq!(tags(&r.until_ready_allow_errors().await), "EZ");
     assert_eq!(tags(&r.until_ready().await), "CZ");
     r.send(&pgbranch::protocol::query_message("SELECT 1")).await;
@@ -938,17 +929,12 @@ async fn a_concurrent_index_behind_a_pipelined_error_is_recorded() {
 
 #[tokio::test]
 async fn a_failed_concurrent_index_behind_a_pipelined_index_is_not_recorded() {
-    let db = cluster().fresh_db();
-    let proxy = proxy().await;
-    let c = connect(&proxy.conn_str("postgres", &db)).await;
-    c.simple_query("CREATE TABLE t (x int)").await.unwrap();
-    let mut r = raw(&proxy, &db).await;
     // The first statement's CommandComplete says CREATE INDEX too.
-    let mut bytes = pgbranch::protocol::query_message("CREATE INDEX t_x ON t (x)");
-    bytes.extend(pgbranch::protocol::query_message(
+    let (db, _proxy, mut r) = two_queries_on_table_t(
+        "CREATE INDEX t_x ON t (x)",
         "CREATE INDEX CONCURRENTLY nope ON missing (x)",
-    ));
-    r.send(&bytes).await;
+    )
+    .await;
     assert_eq!(tags(&r.until_ready().await), "CZ");
     assert_eq!(tags(&r.until_ready_allow_errors().await), "EZ");
     r.send(&pgbranch::protocol::query_message("SELECT 1")).await;

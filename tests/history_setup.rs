@@ -14,16 +14,11 @@ fn all_migrations() -> Vec<i32> {
 
 async fn migrations(db: &str) -> Vec<i32> {
     let direct = connect(&cluster().direct(db)).await;
-    direct
-        .query(
-            "SELECT version FROM pgbranch.migrations ORDER BY version",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    column(
+        &direct,
+        "SELECT version FROM pgbranch.migrations ORDER BY version",
+    )
+    .await
 }
 
 #[tokio::test]
@@ -54,16 +49,11 @@ async fn first_ddl_from_many_connections_sets_up_history_once() {
     }
     assert_eq!(migrations(&db).await, all_migrations());
     let direct = connect(&cluster().direct(&db)).await;
-    let versions: Vec<i64> = direct
-        .query(
-            "SELECT version FROM pgbranch.schema_history ORDER BY version",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let versions: Vec<i64> = column(
+        &direct,
+        "SELECT version FROM pgbranch.schema_history ORDER BY version",
+    )
+    .await;
     assert_eq!(versions, (0..=8).collect::<Vec<i64>>());
 }
 
@@ -190,16 +180,11 @@ async fn two_proxies_share_one_gapless_version_sequence() {
         t.await.unwrap();
     }
     let direct = connect(&cluster().direct(&db)).await;
-    let versions: Vec<i64> = direct
-        .query(
-            "SELECT version FROM pgbranch.schema_history ORDER BY version",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let versions: Vec<i64> = column(
+        &direct,
+        "SELECT version FROM pgbranch.schema_history ORDER BY version",
+    )
+    .await;
     assert_eq!(versions, (0..=80).collect::<Vec<i64>>());
     // Each table's ALTER comes after its CREATE.
     let misordered: i64 = scalar(
@@ -272,16 +257,11 @@ async fn ddl_hidden_in_a_do_block_is_not_recorded_but_shows_as_drift() {
         .await
         .unwrap();
     let direct = connect(&cluster().direct(&db)).await;
-    let recorded: Vec<String> = direct
-        .query(
-            "SELECT object_identity FROM pgbranch.schema_history WHERE action = 'create'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let recorded: Vec<String> = column(
+        &direct,
+        "SELECT object_identity FROM pgbranch.schema_history WHERE action = 'create'",
+    )
+    .await;
     assert_eq!(recorded, ["public.seen"]);
     let drift: Vec<(String, String)> = c
         .query("SHOW SCHEMA DRIFT", &[])

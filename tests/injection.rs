@@ -123,13 +123,7 @@ impl HookFactory for AuditHooks {
 
 async fn audit_rows(db: &str) -> Vec<String> {
     let direct = connect(&cluster().direct(db)).await;
-    direct
-        .query("SELECT stmt FROM audit ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    column(&direct, "SELECT stmt FROM audit ORDER BY id").await
 }
 
 async fn setup() -> (String, TestProxy) {
