@@ -40,19 +40,20 @@ VALUES ('main', 'public', 'public');
 
 -- Proof that a history row describes a statement that really ran: ddl_begin
 -- (which first records any drift as its own version) leaves a token for
--- this session and transaction; record_ddl and record_merged refuse to
+-- this transaction; record_ddl and record_merged refuse to
 -- write without one. A role calling them directly can only record what it
 -- changed itself since its ddl_begin (and MERGE replays only versions that
 -- changed an object).
+-- A transaction id (txid_current(), epoch included) is never reused, so it
+-- alone says whose token it is; rows of finished transactions are only
+-- garbage, removed by the next issue_token.
 CREATE TABLE pgbranch.ddl_tokens (
-    pid           integer NOT NULL,
-    backend_start timestamptz NOT NULL,
-    txid          bigint NOT NULL,
-    branch        text NOT NULL,
-    kind          text NOT NULL CHECK (kind IN ('ddl', 'merge')),
-    merged_from   text
+    txid        bigint NOT NULL,
+    branch      text NOT NULL,
+    kind        text NOT NULL CHECK (kind IN ('ddl', 'merge')),
+    merged_from text
 );
-CREATE INDEX ddl_tokens_pid ON pgbranch.ddl_tokens (pid);
+CREATE INDEX ddl_tokens_txid ON pgbranch.ddl_tokens (txid);
 
 -- The role a SECURITY DEFINER function was called by (inside one,
 -- current_user is the function's owner): the SET ROLE in effect, else the
@@ -63,35 +64,27 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
            ELSE current_setting('role')::name END
 $fn$;
 
--- This backend's start time (with its pid, the session's identity).
-CREATE FUNCTION pgbranch.backend_start() RETURNS timestamptz
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT backend_start FROM pg_stat_get_activity(pg_backend_pid())
-$fn$;
-
 -- Writes a token (SECURITY DEFINER callers only: nothing is granted).
 CREATE FUNCTION pgbranch.issue_token(p_branch text, p_kind text, p_merged_from text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-    -- Tokens of finished transactions and of gone sessions.
+    -- Tokens of finished transactions.
     DELETE FROM pgbranch.ddl_tokens t
-    WHERE t.txid < txid_snapshot_xmin(txid_current_snapshot())
-       OR NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(t.pid) a
-                      WHERE a.backend_start = t.backend_start);
-    INSERT INTO pgbranch.ddl_tokens (pid, backend_start, txid, branch, kind, merged_from)
-    VALUES (pg_backend_pid(), pgbranch.backend_start(), txid_current(), p_branch, p_kind, p_merged_from);
+    WHERE t.txid < txid_snapshot_xmin(txid_current_snapshot());
+    INSERT INTO pgbranch.ddl_tokens (txid, branch, kind, merged_from)
+    VALUES (txid_current(), p_branch, p_kind, p_merged_from);
 END
 $fn$;
 
--- Takes a token for this transaction (p_kind 'ddl' or 'merge').
--- one is consumed). Raises when there is none.
-CREATE FUNCTION pgbranch.take_token(p_branch text, p_kind text, p_merged_from text DEFAULT NULL)
+-- Checks for a token of this transaction (p_kind 'ddl' or 'merge');
+-- raises when there is none.
+CREATE FUNCTION pgbranch.require_token(p_branch text, p_kind text, p_merged_from text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     IF EXISTS (SELECT 1 FROM pgbranch.ddl_tokens t
-               WHERE t.pid = pg_backend_pid() AND t.txid = txid_current()
+               WHERE t.txid = txid_current()
                  AND t.branch = p_branch AND t.kind = p_kind
                  AND t.merged_from IS NOT DISTINCT FROM p_merged_from) THEN
         RETURN;
@@ -373,7 +366,7 @@ DECLARE
     v_version   bigint;
     v_statement text := p_statement;
 BEGIN
-    PERFORM pgbranch.take_token(p_branch, 'ddl');
+    PERFORM pgbranch.require_token(p_branch, 'ddl');
     UPDATE pgbranch.branches SET version = version + 1 WHERE name = p_branch
     RETURNING version INTO v_version;
     IF NOT FOUND THEN
@@ -1155,7 +1148,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     v_version bigint;
 BEGIN
-    PERFORM pgbranch.take_token(p_target, 'merge', p_branch);
+    PERFORM pgbranch.require_token(p_target, 'merge', p_branch);
     UPDATE pgbranch.branches SET version = version + 1 WHERE name = p_target
     RETURNING version INTO v_version;
     IF NOT FOUND THEN
@@ -1198,7 +1191,7 @@ $fn$;
 CREATE FUNCTION pgbranch.finish_merge(p_branch text, p_target text, p_version bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-    PERFORM pgbranch.take_token(p_target, 'merge', p_branch);
+    PERFORM pgbranch.require_token(p_target, 'merge', p_branch);
     UPDATE pgbranch.branches b
     SET merged_version = greatest(b.merged_version, p_version),
         parent_version = (SELECT p.version FROM pgbranch.branches p WHERE p.name = p_target)
