@@ -71,6 +71,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub branches: BranchesConfig,
     pub metrics: MetricsConfig,
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -92,6 +93,7 @@ impl Default for Config {
             history: HistoryConfig::default(),
             branches: BranchesConfig::default(),
             metrics: MetricsConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -173,6 +175,40 @@ impl Default for MetricsConfig {
             listen: "127.0.0.1:9930".into(),
             max_branch_labels: 20,
         }
+    }
+}
+
+/// The admin console (`docs/operations.md`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Roles allowed into the admin console (the virtual database
+    /// `pgbranch`), each with its SCRAM-SHA-256 secret
+    /// (`pgbranch admin-secret` makes one). Empty: no console, and a
+    /// database named `pgbranch` is relayed like any other.
+    pub roles: std::collections::BTreeMap<String, String>,
+    /// How long `PAUSE` waits for sessions to finish their transactions
+    /// before it answers anyway (the pause stays in force).
+    #[serde(deserialize_with = "duration")]
+    pub pause_timeout: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            roles: Default::default(),
+            pause_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Role names only: the secrets stay out of logs and debug output.
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("roles", &self.roles.keys().collect::<Vec<_>>())
+            .field("pause_timeout", &self.pause_timeout)
+            .finish()
     }
 }
 
@@ -262,8 +298,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Sections of the config file; `PGBRANCH_<SECTION>_<KEY>` targets them.
-const SECTIONS: [&str; 7] = [
-    "upstream", "tls", "embedded", "log", "history", "branches", "metrics",
+const SECTIONS: [&str; 8] = [
+    "upstream", "tls", "embedded", "log", "history", "branches", "metrics", "admin",
 ];
 
 /// Overrides from the command line (highest precedence).
@@ -383,6 +419,26 @@ impl Config {
                 }
             }
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            invalid_err(
+                "log.level",
+                format!("`{}` is not a valid filter: {e}", self.log.level),
+            )?;
+        }
+        for (role, secret) in &self.admin.roles {
+            if role.is_empty() {
+                invalid_err("admin.roles", "a role name is empty")?;
+            }
+            if let Err(e) = crate::admin::scram::Verifier::parse(secret) {
+                invalid_err(
+                    "admin.roles",
+                    format!("the secret of role `{role}` is not a SCRAM-SHA-256 secret ({e}); make one with `pgbranch admin-secret`"),
+                )?;
+            }
+        }
+        if self.metrics.max_branch_labels == 0 {
+            invalid_err("metrics.max_branch_labels", "must be at least 1")?;
+        }
         if matches!(
             self.upstream.tls,
             UpstreamTlsMode::VerifyCa | UpstreamTlsMode::VerifyFull
@@ -403,6 +459,128 @@ impl Config {
     pub fn client_tls_enabled(&self) -> bool {
         self.tls.mode != ClientTlsMode::Disable && self.tls.cert_file.is_some()
     }
+}
+
+/// When a changed setting takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applies {
+    /// At reload, also in open sessions.
+    Reload,
+    /// At reload, for connections opened afterwards.
+    NewConnections,
+    /// Only when pgbranch restarts.
+    Restart,
+}
+
+impl Applies {
+    pub fn label(self) -> &'static str {
+        match self {
+            Applies::Reload => "reload",
+            Applies::NewConnections => "reload (new connections)",
+            Applies::Restart => "restart",
+        }
+    }
+}
+
+/// One setting as the admin console's SHOW CONFIG prints it.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    pub key: &'static str,
+    /// The value as text; secrets are masked.
+    pub value: String,
+    pub applies: Applies,
+}
+
+/// Every setting of `c`, in the order of config/pgbranch.toml, with
+/// passwords and admin secrets masked.
+pub fn settings(c: &Config) -> Vec<Setting> {
+    use Applies::*;
+    let path = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    let secs = |d: Duration| format!("{}ms", d.as_millis());
+    let mode = |m: &dyn std::fmt::Debug| format!("{m:?}").to_ascii_lowercase();
+    let upstream_tls = match c.upstream.tls {
+        UpstreamTlsMode::Disable => "disable",
+        UpstreamTlsMode::Require => "require",
+        UpstreamTlsMode::VerifyCa => "verify-ca",
+        UpstreamTlsMode::VerifyFull => "verify-full",
+    };
+    let row = |key, value: String, applies| Setting {
+        key,
+        value,
+        applies,
+    };
+    vec![
+        row("listen", c.listen.clone(), Restart),
+        row("unix_socket_dir", path(&c.unix_socket_dir), Restart),
+        row(
+            "max_client_connections",
+            c.max_client_connections.to_string(),
+            Restart,
+        ),
+        row(
+            "max_message_size",
+            c.max_message_size.to_string(),
+            NewConnections,
+        ),
+        row(
+            "handshake_timeout",
+            secs(c.handshake_timeout),
+            NewConnections,
+        ),
+        row("connect_timeout", secs(c.connect_timeout), Restart),
+        row("shutdown_timeout", secs(c.shutdown_timeout), Reload),
+        row(
+            "relay_buffer_size",
+            c.relay_buffer_size.to_string(),
+            NewConnections,
+        ),
+        row("workers", c.workers.to_string(), Restart),
+        row(
+            "upstream.url",
+            c.upstream
+                .url
+                .as_deref()
+                .map(crate::proxy::upstream::redact_password)
+                .unwrap_or_else(|| "(embedded)".into()),
+            Restart,
+        ),
+        row("upstream.tls", upstream_tls.into(), Restart),
+        row("upstream.ca_file", path(&c.upstream.ca_file), Restart),
+        row("tls.cert_file", path(&c.tls.cert_file), NewConnections),
+        row("tls.key_file", path(&c.tls.key_file), NewConnections),
+        row("tls.mode", mode(&c.tls.mode), NewConnections),
+        row("embedded.data_dir", path(&c.embedded.data_dir), Restart),
+        row("embedded.pg_bindir", path(&c.embedded.pg_bindir), Restart),
+        row("log.level", c.log.level.clone(), Reload),
+        row("log.format", mode(&c.log.format), Restart),
+        row(
+            "log.slow_statement_threshold",
+            secs(c.log.slow_statement_threshold),
+            Reload,
+        ),
+        row("history.enabled", c.history.enabled.to_string(), Restart),
+        row(
+            "branches.protected",
+            c.branches.protected.join(", "),
+            Reload,
+        ),
+        row("metrics.listen", c.metrics.listen.clone(), Restart),
+        row(
+            "metrics.max_branch_labels",
+            c.metrics.max_branch_labels.to_string(),
+            Reload,
+        ),
+        row(
+            "admin.roles",
+            c.admin.roles.keys().cloned().collect::<Vec<_>>().join(", "),
+            Reload,
+        ),
+        row("admin.pause_timeout", secs(c.admin.pause_timeout), Reload),
+    ]
 }
 
 fn invalid_err(key: &'static str, message: impl Into<String>) -> Result<(), ConfigError> {

@@ -8,6 +8,7 @@
 //! [`embedded`] (the private PostgreSQL of `pgbranch serve` without an
 //! upstream), [`cli`].
 
+pub mod admin;
 pub mod branch;
 pub mod cli;
 pub mod config;

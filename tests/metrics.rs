@@ -410,3 +410,51 @@ async fn slow_statements_are_logged_without_their_literals() {
     // Not a terminal: no colour codes in the log.
     assert!(!text.contains('\u{1b}'), "{text}");
 }
+
+#[tokio::test]
+async fn rewrites_are_counted_by_kind_and_unreadable_ddl_is_counted() {
+    let db = cluster().fresh_db();
+    let mut config = metrics_config();
+    config.branches.protected = vec!["guarded".into()];
+    let proxy = start_proxy(config).await;
+    let m = proxy.metrics_addr.expect("metrics endpoint listens");
+    let main = connect(&proxy.conn_str("postgres", &db)).await;
+    // history: two DDL statements, one simple and one extended.
+    main.batch_execute("CREATE TABLE t (id int)").await.unwrap();
+    main.execute("CREATE TABLE u (id int)", &[]).await.unwrap();
+    // command: two branch commands.
+    main.batch_execute("CREATE BRANCH feature").await.unwrap();
+    main.batch_execute("CREATE BRANCH guarded").await.unwrap();
+    // Ordinary statements on main are not rewritten.
+    main.batch_execute("SELECT * FROM t").await.unwrap();
+    // branch_names: two statements naming a schema on a branch; names
+    // without a schema reach the branch through search_path, unchanged.
+    let feature = connect(&on_branch(&proxy, &db, "feature")).await;
+    feature.batch_execute("SELECT * FROM t").await.unwrap();
+    feature.query("SELECT * FROM public.u", &[]).await.unwrap();
+    feature
+        .batch_execute("INSERT INTO public.t VALUES (1)")
+        .await
+        .unwrap();
+    // refused: DDL on the protected branch.
+    let guarded = connect(&on_branch(&proxy, &db, "guarded")).await;
+    let e = guarded.batch_execute("DROP TABLE t").await.unwrap_err();
+    assert_eq!(code(&e), "42501");
+    // DDL whose object cannot be read: forwarded as is.
+    let e = main.batch_execute("DROP TABLE").await.unwrap_err();
+    assert_eq!(code(&e), "42601");
+
+    let (_, text) = http(m, "GET", "/metrics").await;
+    assert_prometheus_text(&text);
+    promtool_check_metrics(&text);
+    let kind = |k: &str| sample(&text, &format!("pgbranch_rewrites_total{{kind=\"{k}\"}}"));
+    assert_eq!(kind("command"), 2.0, "{text}");
+    assert_eq!(kind("branch_names"), 2.0, "{text}");
+    assert_eq!(kind("refused"), 1.0, "{text}");
+    // The two CREATE TABLEs, and the unreadable DROP TABLE (wrapped all
+    // the same: its failure is recorded nowhere).
+    assert_eq!(kind("history"), 3.0, "{text}");
+    assert_eq!(kind("path_restore"), 0.0, "{text}");
+    assert_eq!(sample(&text, "pgbranch_unparsed_statements_total"), 1.0);
+    proxy.stop().await;
+}

@@ -5,6 +5,7 @@ mod branch;
 mod history;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -12,7 +13,8 @@ use tracing::info;
 
 use crate::config::{Config, LogFormat, Overrides};
 use crate::embedded::{Cluster, ClusterOptions, PgInstall};
-use crate::proxy::server::Server;
+use crate::proxy::reload::{ConfigSource, LogReloader, ReloadError, ReloadReport};
+use crate::proxy::server::{Server, ServerHandle};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,6 +49,9 @@ pub enum Command {
     Drift(history::DbArgs),
     /// Write recorded changes as numbered .sql migration files.
     Export(history::ExportArgs),
+    /// Print a SCRAM-SHA-256 secret for an `[admin] roles` entry; reads
+    /// the password from the first line of standard input.
+    AdminSecret,
 }
 
 #[derive(clap::Args, Debug)]
@@ -89,26 +94,51 @@ pub fn main() -> Result<std::process::ExitCode> {
         Command::Merge(args) => history::run(branch::merge(args)),
         Command::Drift(args) => history::run(history::drift(args)),
         Command::Export(args) => history::run(history::export(args)),
+        Command::AdminSecret => admin_secret().map(|()| ok),
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).unwrap_or_else(|e| {
-        eprintln!(
-            "pgbranch: log.level `{}` is not a valid filter ({e}); using `info`",
-            config.log.level
-        );
-        tracing_subscriber::EnvFilter::new("info")
-    });
+/// `pgbranch admin-secret`: the password comes from standard input, so it
+/// appears in no process list or shell history.
+fn admin_secret() -> Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        eprintln!("password (input is shown; pipe it in to avoid that):");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        anyhow::bail!("the password is empty");
+    }
+    println!("{}", crate::admin::scram::Verifier::from_password(password));
+    Ok(())
+}
+
+/// Installs the logger; returns how a reload changes its filter.
+fn init_logging(config: &Config) -> LogReloader {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // `Config::load` has checked the filter.
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
+        LogFormat::Text => registry.with(fmt).init(),
     }
+    Arc::new(move |level: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
 /// Default data directory of the embedded PostgreSQL. Root's home is not
@@ -136,7 +166,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         metrics_listen: args.metrics_listen,
     };
     let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides)?;
-    init_logging(&config);
+    let log_reloader = init_logging(&config);
+    // SIGHUP and RELOAD read the same sources again.
+    let config_file = args.config.clone();
+    let source: ConfigSource =
+        Arc::new(move || Config::load(config_file.as_deref(), std::env::vars(), &overrides));
 
     // The embedded default: a private PostgreSQL under the data directory,
     // reached over its own Unix socket.
@@ -203,6 +237,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let embedded = cluster.is_some();
     let result = runtime.block_on(async move {
         let server = Server::bind(config, &upstream_url).await?;
+        server.set_reload(source, Some(log_reloader));
         let addr = server.local_addr();
         if embedded {
             println!(
@@ -218,10 +253,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         let handle = server.handle();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            wait_for_signal(&handle).await;
             info!("shutdown requested: no new connections; sessions close when idle (signal again to close them now)");
             handle.shutdown();
-            wait_for_signal().await;
+            wait_for_signal(&handle).await;
             info!("second shutdown signal: closing every session now");
             handle.force_shutdown();
         });
@@ -235,9 +270,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     result
 }
 
-/// Waits for SIGTERM or SIGINT. SIGHUP (configuration reload, not built
-/// yet) is logged and otherwise ignored rather than ending the process.
-async fn wait_for_signal() {
+/// Waits for SIGTERM or SIGINT; reloads the configuration on SIGHUP.
+async fn wait_for_signal(handle: &ServerHandle) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -246,7 +280,22 @@ async fn wait_for_signal() {
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => tracing::warn!("SIGHUP received: configuration reload is not implemented yet; ignored"),
+            _ = hup.recv() => log_reload(handle.reload()),
+        }
+    }
+}
+
+/// Logs the outcome of a reload.
+fn log_reload(outcome: Result<ReloadReport, ReloadError>) {
+    match outcome {
+        Ok(r) => {
+            info!(applied = ?r.applied, "configuration reloaded");
+            if !r.needs_restart.is_empty() {
+                tracing::warn!(settings = ?r.needs_restart, "changed settings take effect only after a restart; their running values stay");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "configuration not reloaded; the running configuration stays")
         }
     }
 }

@@ -42,8 +42,10 @@ use crate::protocol::{
     backend_tag as bt, frontend_tag as ft, query_message, take_cstr, HEADER_LEN,
 };
 use crate::proxy::hooks::{
-    ClientVerdict, HookFactory, Injected, PositionMap, SessionHook, SessionInfo, StatementSet,
+    rewrite, ClientVerdict, HookFactory, Injected, PositionMap, SessionHook, SessionInfo,
+    StatementSet,
 };
+use crate::proxy::reload::Tunables;
 use crate::sql::classify::{classify, may_contain_ddl, Ddl};
 use crate::sql::lexer::Statements;
 use crate::sql::rewrite::{rewrite_schemas, SchemaMap};
@@ -87,10 +89,8 @@ pub struct HistoryHook {
     charset: Option<Charset>,
     /// On a branch other than main: its schemas, for rewriting names.
     schemas: Option<SchemaMap>,
-    /// DDL is refused on this branch (`branches.protected`).
-    protected: bool,
-    /// Branches on which DDL is refused.
-    protected_list: Vec<String>,
+    /// `branches.protected`, as last reloaded.
+    tunables: Arc<Tunables>,
     /// The branch selected at connect time (`RESET pgbranch.branch`).
     connect_branch: String,
     /// A `SET pgbranch.branch` whose answer is coming.
@@ -126,11 +126,10 @@ struct PendingSwitch {
 }
 
 impl HistoryHook {
-    pub fn new(info: &SessionInfo, protected: &[String]) -> Self {
+    pub fn new(info: &SessionInfo, tunables: Arc<Tunables>) -> Self {
         Self {
             schemas: (!info.schemas.is_empty()).then(|| SchemaMap::new(info.schemas.clone())),
-            protected: protected.contains(&info.branch),
-            protected_list: protected.to_vec(),
+            tunables,
             connect_branch: info.branch.clone(),
             switch: None,
             reset_path: info.reset_path.clone(),
@@ -190,7 +189,6 @@ impl HistoryHook {
 
     /// The session is on `sw.target` now.
     fn apply_switch(&mut self, sw: PendingSwitch) {
-        self.protected = self.protected_list.contains(&sw.target);
         self.schemas = (sw.target != crate::proxy::selection::DEFAULT_BRANCH)
             .then(|| SchemaMap::new(sw.schemas));
         self.reset_path = if sw.target == self.connect_branch {
@@ -202,6 +200,11 @@ impl HistoryHook {
         // Statements prepared on the other branch keep its names.
         self.statements.clear();
         self.portals.clear();
+    }
+
+    /// DDL sent directly is refused on the session's branch now.
+    fn protected(&self) -> bool {
+        self.tunables.is_protected(&self.origin.branch)
     }
 
     /// The statement that refuses DDL on a protected branch.
@@ -343,13 +346,16 @@ impl HistoryHook {
         let mut verdict = verdict;
         verdict.swallow_statements.insert(index);
         verdict.replace = Some(message);
+        verdict.rewrites |= rewrite::PATH_RESTORE;
         verdict
     }
 
     fn on_query_inner(&mut self, sql: &[u8]) -> ClientVerdict {
         let command = branch_commands::parse(sql);
         if let Some(Ok(branch_commands::Command::Switch(to))) = command {
-            return self.on_switch(sql, to);
+            let mut verdict = self.on_switch(sql, to);
+            verdict.rewrites |= rewrite::COMMAND;
+            return verdict;
         }
         if let Some((text, check)) = self.branch_command(command, sql) {
             let text = if check {
@@ -365,6 +371,7 @@ impl HistoryHook {
                     StatementSet::default()
                 },
                 positions: Some(Arc::new(all_ours())),
+                rewrites: rewrite::COMMAND,
                 ..ClientVerdict::default()
             };
         }
@@ -373,6 +380,7 @@ impl HistoryHook {
             return ClientVerdict {
                 replace: Some(query_message(&rewritten)),
                 positions: Some(Arc::new(all_ours())),
+                rewrites: rewrite::COMMAND,
                 ..ClientVerdict::default()
             };
         }
@@ -392,6 +400,7 @@ impl HistoryHook {
             crate::protocol::put_message(&mut message, ft::QUERY, &text);
             verdict.replace = Some(message);
         }
+        verdict.rewrites |= rewrite::BRANCH_NAMES;
         verdict
     }
 
@@ -407,10 +416,11 @@ impl HistoryHook {
         if ddls.iter().all(Option::is_none) {
             return ClientVerdict::forward();
         }
-        if self.protected {
+        if self.protected() {
             return ClientVerdict {
                 replace: Some(query_message(&self.protected_error())),
                 positions: Some(Arc::new(all_ours())),
+                rewrites: rewrite::REFUSED,
                 ..ClientVerdict::default()
             };
         }
@@ -565,6 +575,7 @@ impl HistoryHook {
                 },
                 replace: Some(parse_message(text.as_bytes())),
                 positions: Some(Arc::new(all_ours())),
+                rewrites: rewrite::COMMAND,
                 ..ClientVerdict::default()
             };
         }
@@ -572,6 +583,7 @@ impl HistoryHook {
             return ClientVerdict {
                 replace: Some(parse_message(rewritten.as_bytes())),
                 positions: Some(Arc::new(all_ours())),
+                rewrites: rewrite::COMMAND,
                 ..ClientVerdict::default()
             };
         }
@@ -586,10 +598,11 @@ impl HistoryHook {
             let ranges = self.split(sql);
             if let [range] = ranges.as_slice() {
                 if let Some(ddl) = classify(&sql[range.clone()]).filter(|d| !d.temporary) {
-                    if self.protected {
+                    if self.protected() {
                         return ClientVerdict {
                             replace: Some(parse_message(self.protected_error().as_bytes())),
                             positions: Some(Arc::new(all_ours())),
+                            rewrites: rewrite::REFUSED,
                             ..ClientVerdict::default()
                         };
                     }
@@ -601,6 +614,7 @@ impl HistoryHook {
         }
         if mapped.is_some() {
             verdict.replace = Some(parse_message(sql));
+            verdict.rewrites |= rewrite::BRANCH_NAMES;
         }
         verdict
     }
@@ -673,12 +687,15 @@ impl HistoryHook {
         };
         let first_in_pipeline = !std::mem::replace(&mut self.executed_since_sync, true);
         if let Some(to) = self.switch_portals.get(portal).cloned() {
-            return self.on_switch_execute(to, first_in_pipeline);
+            let mut verdict = self.on_switch_execute(to, first_in_pipeline);
+            verdict.rewrites |= rewrite::COMMAND;
+            return verdict;
         }
         if self.reset_portals.contains(portal) {
             if let Some(restore) = self.restore_path_sql() {
                 return ClientVerdict {
                     after: record::extended_frames(restore.as_bytes(), &[]),
+                    rewrites: rewrite::PATH_RESTORE,
                     ..ClientVerdict::default()
                 };
             }
@@ -714,43 +731,9 @@ impl HistoryHook {
             ..ClientVerdict::default()
         }
     }
-}
 
-impl SessionHook for HistoryHook {
-    fn wants_client(&self, tag: u8) -> bool {
-        matches!(
-            tag,
-            ft::QUERY
-                | ft::PARSE
-                | ft::BIND
-                | ft::EXECUTE
-                | ft::CLOSE
-                | ft::SYNC
-                | ft::FUNCTION_CALL
-        )
-    }
-
-    fn client_peek_limit(&self, tag: u8) -> usize {
-        match tag {
-            // A Bind carries parameter values (possibly large) after the
-            // two names this hook reads; DDL takes no parameters.
-            ft::BIND => 4096,
-            // Only counted (large object writes can be large).
-            ft::FUNCTION_CALL => 0,
-            _ => usize::MAX,
-        }
-    }
-
-    fn on_client_prefix(&mut self, tag: u8, prefix: &[u8]) {
-        if tag == ft::FUNCTION_CALL {
-            self.outstanding += 1;
-        }
-        if tag == ft::BIND {
-            self.on_bind(prefix);
-        }
-    }
-
-    fn on_client_message(&mut self, tag: u8, body: &[u8]) -> ClientVerdict {
+    /// The verdict on one client message (rewrite kinds not set yet).
+    fn client_verdict(&mut self, tag: u8, body: &[u8]) -> ClientVerdict {
         match tag {
             ft::QUERY => {
                 let verdict = self.on_query(body);
@@ -791,6 +774,50 @@ impl SessionHook for HistoryHook {
             }
             _ => ClientVerdict::forward(),
         }
+    }
+}
+
+impl SessionHook for HistoryHook {
+    fn wants_client(&self, tag: u8) -> bool {
+        matches!(
+            tag,
+            ft::QUERY
+                | ft::PARSE
+                | ft::BIND
+                | ft::EXECUTE
+                | ft::CLOSE
+                | ft::SYNC
+                | ft::FUNCTION_CALL
+        )
+    }
+
+    fn client_peek_limit(&self, tag: u8) -> usize {
+        match tag {
+            // A Bind carries parameter values (possibly large) after the
+            // two names this hook reads; DDL takes no parameters.
+            ft::BIND => 4096,
+            // Only counted (large object writes can be large).
+            ft::FUNCTION_CALL => 0,
+            _ => usize::MAX,
+        }
+    }
+
+    fn on_client_prefix(&mut self, tag: u8, prefix: &[u8]) {
+        if tag == ft::FUNCTION_CALL {
+            self.outstanding += 1;
+        }
+        if tag == ft::BIND {
+            self.on_bind(prefix);
+        }
+    }
+
+    fn on_client_message(&mut self, tag: u8, body: &[u8]) -> ClientVerdict {
+        let mut verdict = self.client_verdict(tag, body);
+        // What is changed and not named otherwise is DDL being recorded.
+        if verdict.rewrites == 0 && !verdict.is_forward() {
+            verdict.rewrites = rewrite::HISTORY;
+        }
+        verdict
     }
 
     fn wants_server(&self, tag: u8) -> bool {
@@ -1143,12 +1170,12 @@ impl Charset {
 /// Creates a [`HistoryHook`] per session.
 #[derive(Default)]
 pub struct HistoryHooks {
-    /// Branches on which DDL is refused.
-    pub protected: Vec<String>,
+    /// Branches on which DDL is refused, as last reloaded.
+    pub tunables: Arc<Tunables>,
 }
 
 impl HookFactory for HistoryHooks {
     fn create(&self, info: &SessionInfo) -> Box<dyn SessionHook> {
-        Box::new(HistoryHook::new(info, &self.protected))
+        Box::new(HistoryHook::new(info, self.tunables.clone()))
     }
 }

@@ -18,6 +18,7 @@ use std::time::Instant;
 use super::stmt::{BranchSession, Kind, Protocol, StatementMetrics};
 use crate::protocol::{backend_tag as bt, frontend_tag as ft, take_cstr};
 use crate::proxy::hooks::{ClientVerdict, HookFactory, Injected, SessionHook, SessionInfo};
+use crate::proxy::reload::Tunables;
 use crate::sql::classify::{classify, Action};
 use crate::sql::lexer::{Lexer, Statements};
 
@@ -179,7 +180,8 @@ fn is_command(sql: &[u8]) -> bool {
 
 /// The DDL actions of a simple Query's statements (at most
 /// [`MAX_ACTIONS`]).
-fn ddl_actions(sql: &[u8]) -> [Option<Action>; MAX_ACTIONS] {
+/// Also counts DDL whose object could not be read.
+fn ddl_actions(sql: &[u8], metrics: &StatementMetrics) -> [Option<Action>; MAX_ACTIONS] {
     let mut out = [None; MAX_ACTIONS];
     let mut n = 0;
     for r in Statements::new(sql) {
@@ -187,6 +189,9 @@ fn ddl_actions(sql: &[u8]) -> [Option<Action>; MAX_ACTIONS] {
             break;
         }
         if let Some(d) = classify(&sql[r]) {
+            if d.identity.is_empty() {
+                metrics.unparsed();
+            }
             out[n] = Some(d.action);
             n += 1;
         }
@@ -209,8 +214,8 @@ pub struct MetricsHook {
     /// Transaction status of the last ReadyForQuery.
     tx_status: u8,
     tx_start: Option<Instant>,
-    /// Statements at least this long are logged; 0: none.
-    slow_ns: u64,
+    /// `log.slow_statement_threshold`, as last reloaded.
+    tunables: Arc<Tunables>,
 }
 
 impl MetricsHook {
@@ -218,7 +223,7 @@ impl MetricsHook {
         inner: Box<dyn SessionHook>,
         metrics: Arc<StatementMetrics>,
         info: &SessionInfo,
-        slow_ns: u64,
+        tunables: Arc<Tunables>,
     ) -> Self {
         let session = BranchSession::new(metrics.branch(&info.branch));
         Self {
@@ -232,12 +237,19 @@ impl MetricsHook {
             branch: info.branch.clone(),
             tx_status: b'I',
             tx_start: None,
-            slow_ns,
+            tunables,
         }
     }
 
+    /// Statements at least this long are logged; 0: none.
+    fn slow_ns(&self) -> u64 {
+        self.tunables
+            .slow_ns
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn text_of(&self, sql: &[u8]) -> Option<Text> {
-        (self.slow_ns > 0).then(|| Text::of(sql))
+        (self.slow_ns() > 0).then(|| Text::of(sql))
     }
 
     fn push(&mut self, slot: Slot, prepared: Prepared, start: Instant) {
@@ -258,7 +270,8 @@ impl MetricsHook {
         let stats = self.session.stats();
         let ns = now.duration_since(e.start).as_nanos() as u64;
         stats.record(e.kind, protocol, ns);
-        if self.slow_ns > 0 && ns >= self.slow_ns {
+        let slow_ns = self.slow_ns();
+        if slow_ns > 0 && ns >= slow_ns {
             let text = e.text.unwrap_or(Text::EMPTY);
             tracing::warn!(
                 duration_ms = ns as f64 / 1e6,
@@ -302,7 +315,7 @@ impl MetricsHook {
                     text: self.text_of(sql),
                 };
                 let actions = if kind == Kind::Ddl {
-                    ddl_actions(sql)
+                    ddl_actions(sql, &self.metrics)
                 } else {
                     [None; MAX_ACTIONS]
                 };
@@ -317,7 +330,12 @@ impl MetricsHook {
                     let sql = take_cstr(rest).map_or(rest, |(s, _)| s);
                     let kind = statement_kind(sql);
                     let action = if kind == Kind::Ddl {
-                        classify(sql).map(|d| d.action)
+                        classify(sql).map(|d| {
+                            if d.identity.is_empty() {
+                                self.metrics.unparsed();
+                            }
+                            d.action
+                        })
                     } else {
                         None
                     };
@@ -462,6 +480,9 @@ impl SessionHook for MetricsHook {
         } else {
             ClientVerdict::forward()
         };
+        if verdict.rewrites != 0 {
+            self.metrics.rewritten(verdict.rewrites);
+        }
         self.observe_client(tag, body, start);
         let spent = start.elapsed().as_nanos() as u64;
         match self.in_flight.back_mut() {
@@ -517,8 +538,8 @@ impl SessionHook for MetricsHook {
 pub struct MetricsHooks {
     pub inner: Arc<dyn HookFactory>,
     pub metrics: Arc<StatementMetrics>,
-    /// `log.slow_statement_threshold` in nanoseconds; 0: off.
-    pub slow_ns: u64,
+    /// `log.slow_statement_threshold`, as last reloaded.
+    pub tunables: Arc<Tunables>,
 }
 
 impl HookFactory for MetricsHooks {
@@ -527,7 +548,7 @@ impl HookFactory for MetricsHooks {
             self.inner.create(info),
             self.metrics.clone(),
             info,
-            self.slow_ns,
+            self.tunables.clone(),
         ))
     }
 }
@@ -580,7 +601,10 @@ mod tests {
 
     #[test]
     fn ddl_actions_are_collected_per_statement() {
-        let a = ddl_actions(b"CREATE TABLE a (x int); SELECT 1; DROP TABLE b");
+        let a = ddl_actions(
+            b"CREATE TABLE a (x int); SELECT 1; DROP TABLE b",
+            &StatementMetrics::new(1),
+        );
         assert_eq!(a[0], Some(Action::Create));
         assert_eq!(a[1], Some(Action::Drop));
         assert_eq!(a[2], None);

@@ -12,11 +12,12 @@
 //! text.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use crate::proxy::hooks::rewrite;
 use crate::sql::classify::Action;
 
 /// Upper bounds (nanoseconds) of the statement latency buckets: 50 µs to
@@ -95,6 +96,16 @@ impl<const N: usize> AtomicHistogram<N> {
         self.sum_ns.fetch_add(ns, Relaxed);
     }
 
+    /// Adds this histogram's counts into `into` (per bucket, then the
+    /// +Inf bucket) and returns its sum of nanoseconds.
+    fn add_to(&self, into: &mut [u64]) -> u64 {
+        for (i, c) in self.counts.iter().enumerate() {
+            into[i] += c.load(Relaxed);
+        }
+        into[N] += self.over.load(Relaxed);
+        self.sum_ns.load(Relaxed)
+    }
+
     pub fn count(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Relaxed)).sum::<u64>() + self.over.load(Relaxed)
     }
@@ -134,6 +145,41 @@ impl<const N: usize> AtomicHistogram<N> {
         );
         let _ = writeln!(out, "{name}_count{} {cumulative}", braces(labels));
     }
+}
+
+/// The `q` quantile (0..1) of bucket counts (`counts[N]` is +Inf), by
+/// linear interpolation inside the bucket, as Prometheus's
+/// `histogram_quantile` does; in the +Inf bucket, the highest bound.
+fn quantile<const N: usize>(bounds: &[u64; N], counts: &[u64], q: f64) -> f64 {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    let rank = q * total as f64;
+    let mut below = 0u64;
+    for (i, &c) in counts.iter().enumerate() {
+        if c > 0 && (below + c) as f64 >= rank {
+            let Some(&upper) = bounds.get(i) else {
+                return bounds[N - 1] as f64;
+            };
+            let lower = if i == 0 { 0 } else { bounds[i - 1] };
+            let within = ((rank - below as f64) / c as f64).clamp(0.0, 1.0);
+            return lower as f64 + (upper - lower) as f64 * within;
+        }
+        below += c;
+    }
+    bounds[N - 1] as f64
+}
+
+/// One line of the admin console's `SHOW STATS`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindSummary {
+    pub branch: String,
+    pub kind: &'static str,
+    pub count: u64,
+    pub mean_ns: f64,
+    /// p50, p95, p99.
+    pub quantiles_ns: [f64; 3],
 }
 
 /// A bound in seconds as Prometheus writes it (`0.00005`, `1`, `2.5`).
@@ -294,7 +340,7 @@ fn class_name(i: usize) -> String {
 
 /// The statement metrics of one proxy.
 pub struct StatementMetrics {
-    max_branch_labels: usize,
+    max_branch_labels: AtomicUsize,
     branches: DashMap<String, Arc<BranchStats>>,
     other: Arc<BranchStats>,
     pub overhead: AtomicHistogram<13>,
@@ -302,12 +348,15 @@ pub struct StatementMetrics {
     pub bytes_from_clients: AtomicU64,
     pub bytes_to_clients: AtomicU64,
     errors: Box<[AtomicU64]>,
+    /// Per kind of [`rewrite`] (the order of `rewrite::KINDS`).
+    rewrites: [AtomicU64; 5],
+    unparsed: AtomicU64,
 }
 
 impl StatementMetrics {
     pub fn new(max_branch_labels: usize) -> Self {
         Self {
-            max_branch_labels,
+            max_branch_labels: AtomicUsize::new(max_branch_labels),
             branches: DashMap::new(),
             other: Arc::new(BranchStats::new("other".into())),
             overhead: AtomicHistogram::new(&OVERHEAD_BOUNDS_NS),
@@ -315,6 +364,8 @@ impl StatementMetrics {
             bytes_from_clients: AtomicU64::new(0),
             bytes_to_clients: AtomicU64::new(0),
             errors: (0..CLASSES).map(|_| AtomicU64::new(0)).collect(),
+            rewrites: std::array::from_fn(|_| AtomicU64::new(0)),
+            unparsed: AtomicU64::new(0),
         }
     }
 
@@ -324,13 +375,65 @@ impl StatementMetrics {
         if let Some(s) = self.branches.get(branch) {
             return s.clone();
         }
-        if self.branches.len() >= self.max_branch_labels {
+        if self.branches.len() >= self.max_branch_labels.load(Relaxed) {
             return self.other.clone();
         }
         self.branches
             .entry(branch.to_string())
             .or_insert_with(|| Arc::new(BranchStats::new(branch.to_string())))
             .clone()
+    }
+
+    /// Statement counts and latency quantiles per branch label and kind
+    /// (both protocols together), since the proxy started.
+    pub fn summary(&self) -> Vec<KindSummary> {
+        let mut all: Vec<Arc<BranchStats>> = self.branches.iter().map(|e| e.clone()).collect();
+        all.push(self.other.clone());
+        all.sort_by(|a, b| a.label.cmp(&b.label));
+        let mut out = Vec::new();
+        for b in &all {
+            for kind in Kind::ALL {
+                let mut counts = [0u64; 18];
+                let mut sum_ns = 0;
+                for h in &b.latency[kind as usize] {
+                    sum_ns += h.add_to(&mut counts);
+                }
+                let count: u64 = counts.iter().sum();
+                if count == 0 {
+                    continue;
+                }
+                out.push(KindSummary {
+                    branch: b.label.clone(),
+                    kind: kind.label(),
+                    count,
+                    mean_ns: sum_ns as f64 / count as f64,
+                    quantiles_ns: [0.5, 0.95, 0.99]
+                        .map(|q| quantile(&LATENCY_BOUNDS_NS, &counts, q)),
+                });
+            }
+        }
+        out
+    }
+
+    /// A reload changed `metrics.max_branch_labels`: branches labelled
+    /// already keep their label; new ones get one while the count is
+    /// under the new cap.
+    pub fn set_max_branch_labels(&self, max: usize) {
+        self.max_branch_labels.store(max, Relaxed);
+    }
+
+    /// A client message was rewritten; `kinds`: [`rewrite`] flags.
+    pub fn rewritten(&self, kinds: u8) {
+        for (i, (flag, _)) in rewrite::KINDS.iter().enumerate() {
+            if kinds & flag != 0 {
+                self.rewrites[i].fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// A DDL statement whose object could not be read from its text.
+    pub fn unparsed(&self) {
+        self.unparsed.fetch_add(1, Relaxed);
     }
 
     /// An ErrorResponse with SQLSTATE `code` reached a client.
@@ -423,6 +526,23 @@ impl StatementMetrics {
             }
         }
 
+        out.push_str("# HELP pgbranch_rewrites_total Client messages pgbranch changed before forwarding them, by kind: branch_names (schema names mapped to a branch's copies), command (pgbranch commands answered through its SQL functions), history (DDL wrapped with its recording), path_restore (a branch session's search_path restored after RESET/DISCARD), refused (DDL on a protected branch replaced by its refusal).\n");
+        out.push_str("# TYPE pgbranch_rewrites_total counter\n");
+        for (i, (_, label)) in rewrite::KINDS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "pgbranch_rewrites_total{{kind=\"{label}\"}} {}",
+                self.rewrites[i].load(Relaxed)
+            );
+        }
+        out.push_str("# HELP pgbranch_unparsed_statements_total DDL statements whose object pgbranch could not read from the text; forwarded unchanged and recorded with an empty object identity.\n");
+        out.push_str("# TYPE pgbranch_unparsed_statements_total counter\n");
+        let _ = writeln!(
+            out,
+            "pgbranch_unparsed_statements_total {}",
+            self.unparsed.load(Relaxed)
+        );
+
         out.push_str("# HELP pgbranch_client_sessions Client sessions past authentication, now, by branch.\n");
         out.push_str("# TYPE pgbranch_client_sessions gauge\n");
         for b in &all {
@@ -511,6 +631,39 @@ mod tests {
             "{out}"
         );
         assert_eq!(class_name(class_index(b"0A").unwrap()), "0A");
+    }
+
+    #[test]
+    fn summary_gives_counts_and_interpolated_quantiles() {
+        let m = StatementMetrics::new(4);
+        let main = m.branch("main");
+        // 100 selects: 90 in (50 µs, 100 µs], 10 in (1 ms, 2.5 ms].
+        for _ in 0..90 {
+            main.record(Kind::Select, Protocol::Simple, 80_000);
+        }
+        for _ in 0..10 {
+            main.record(Kind::Select, Protocol::Extended, 2_000_000);
+        }
+        main.record(Kind::Insert, Protocol::Simple, 20_000_000_000);
+        let s = m.summary();
+        assert_eq!(s.len(), 2, "{s:?}");
+        let select = &s[0];
+        assert_eq!((select.kind, select.count), ("select", 100));
+        assert!((select.mean_ns - 272_000.0).abs() < 1.0, "{select:?}");
+        // p50: rank 50 of the 90 in (50 µs, 100 µs].
+        assert!((select.quantiles_ns[0] - (50_000.0 + 50_000.0 * 50.0 / 90.0)).abs() < 1.0);
+        // p95 and p99 fall in (1 ms, 2.5 ms].
+        assert!(
+            (select.quantiles_ns[1] - 1_750_000.0).abs() < 1.0,
+            "{select:?}"
+        );
+        assert!(
+            (select.quantiles_ns[2] - 2_350_000.0).abs() < 1.0,
+            "{select:?}"
+        );
+        // Beyond the last bound: the last bound.
+        assert_eq!(s[1].kind, "insert");
+        assert_eq!(s[1].quantiles_ns[2], 10_000_000_000.0);
     }
 
     #[test]

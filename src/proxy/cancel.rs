@@ -32,6 +32,13 @@ pub struct Registration {
     key: (i32, Box<[u8]>),
 }
 
+impl Registration {
+    /// The session's PID (the upstream backend's).
+    pub fn pid(&self) -> i32 {
+        self.key.0
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         self.map.entries.remove(&self.key);

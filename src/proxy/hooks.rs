@@ -51,6 +51,32 @@ pub struct ClientVerdict {
     /// between the client's statements: how to give the positions of
     /// errors (the `P` field) in the text the client sent.
     pub positions: Option<std::sync::Arc<PositionMap>>,
+    /// What kinds of rewrite this is ([`rewrite`] flags), for
+    /// `pgbranch_rewrites_total`; not part of what the relay does.
+    pub rewrites: u8,
+}
+
+/// Kinds of rewrite a hook reports in [`ClientVerdict::rewrites`].
+pub mod rewrite {
+    /// Schema names mapped to a branch's copies.
+    pub const BRANCH_NAMES: u8 = 1;
+    /// A pgbranch command (branch commands, `SET pgbranch.branch`,
+    /// history commands) answered through pgbranch's SQL functions.
+    pub const COMMAND: u8 = 2;
+    /// DDL wrapped with its history recording.
+    pub const HISTORY: u8 = 4;
+    /// A branch session's search_path restored after RESET / DISCARD.
+    pub const PATH_RESTORE: u8 = 8;
+    /// DDL on a protected branch replaced by its refusal.
+    pub const REFUSED: u8 = 16;
+    /// Every kind with its label.
+    pub const KINDS: [(u8, &str); 5] = [
+        (BRANCH_NAMES, "branch_names"),
+        (COMMAND, "command"),
+        (HISTORY, "history"),
+        (PATH_RESTORE, "path_restore"),
+        (REFUSED, "refused"),
+    ];
 }
 
 impl ClientVerdict {

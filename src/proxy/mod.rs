@@ -4,14 +4,16 @@
 pub mod cancel;
 pub mod hooks;
 pub mod relay;
+pub mod reload;
 pub mod selection;
 pub mod server;
 pub mod session;
+pub mod sessions;
 pub mod stream;
 pub mod tls;
 pub mod upstream;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use tokio_util::sync::CancellationToken;
 
@@ -19,12 +21,27 @@ use crate::config::Config;
 
 /// What every session of one proxy shares.
 pub struct ProxyContext {
-    pub config: Config,
+    /// The configuration in force (a reload replaces it).
+    config: RwLock<Arc<Config>>,
     pub connector: Arc<upstream::Connector>,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// TLS offered to clients (a reload replaces it).
+    tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
     pub cancel: Arc<cancel::CancelMap>,
     pub hooks: Arc<dyn hooks::HookFactory>,
     pub metrics: Arc<crate::metrics::ProxyMetrics>,
+    /// Settings open sessions read as they go (reloadable).
+    pub tunables: Arc<reload::Tunables>,
+    /// The admin console's roles (reloadable).
+    admin: RwLock<Arc<reload::AdminRoles>>,
+    /// Key of the mock SCRAM secrets for unknown admin roles.
+    pub admin_mock_key: [u8; 32],
+    /// Established sessions and the PAUSE gate.
+    pub sessions: Arc<sessions::Sessions>,
+    /// How to read the configuration again (SIGHUP, RELOAD).
+    pub(crate) reload_source: OnceLock<reload::ConfigSource>,
+    pub(crate) log_reloader: OnceLock<reload::LogReloader>,
+    /// One reload at a time.
+    pub(crate) reloading: std::sync::Mutex<()>,
     /// Per database: the versioned schemas its branches copy, as the
     /// database last said (`public` until then).
     pub versioned_schemas: dashmap::DashMap<String, Vec<String>>,
@@ -36,4 +53,24 @@ pub struct ProxyContext {
     pub shutdown: CancellationToken,
     /// The shutdown timeout passed: close every session now.
     pub force: CancellationToken,
+}
+
+impl ProxyContext {
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// TLS offered to clients now.
+    pub fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The admin console's roles now.
+    pub fn admin_roles(&self) -> Arc<reload::AdminRoles> {
+        self.admin.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }

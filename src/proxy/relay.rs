@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::hooks::{Injected, Owner, PositionMap, SessionHook, StatementSet};
+use super::sessions::{SessionSlot, SessionState};
 use super::stream::Stream;
 use crate::protocol::backend::{error_is_fatal, PgError};
 use crate::protocol::{backend_tag as bt, frontend_tag as ft, read_u32, HEADER_LEN};
@@ -495,6 +496,10 @@ pub struct Relay<'a> {
     signals_registered: bool,
     /// Where bytes to and from the client are counted (metrics on).
     io: Option<std::sync::Arc<crate::metrics::stmt::StatementMetrics>>,
+    /// Where the session's state is published (admin console, PAUSE).
+    slot: Option<std::sync::Arc<SessionSlot>>,
+    /// The next statement waits for RESUME.
+    paused: bool,
 }
 
 /// Parameters of a relay.
@@ -508,6 +513,9 @@ pub struct RelayParams<'a> {
     pub force: tokio_util::sync::CancellationToken,
     /// Counts bytes to and from the client when set.
     pub io: Option<std::sync::Arc<crate::metrics::stmt::StatementMetrics>>,
+    /// The session's entry in the admin console's list; its gate holds
+    /// statements during PAUSE.
+    pub slot: Option<std::sync::Arc<SessionSlot>>,
 }
 
 impl<'a> Relay<'a> {
@@ -549,6 +557,8 @@ impl<'a> Relay<'a> {
             force_token: params.force,
             signals_registered: false,
             io: params.io,
+            slot: params.slot,
+            paused: false,
         }
     }
 
@@ -804,6 +814,15 @@ impl<'a> Relay<'a> {
             }
         }
         if self.c2u.scanned < self.c2u.end && !self.c2u.need_more {
+            // PAUSE: a new statement outside a transaction waits.
+            if let Some(slot) = &self.slot {
+                self.paused = self.pending.is_empty()
+                    && self.pending.tx_status == b'I'
+                    && slot.gate().poll_open(cx).is_pending();
+                if self.paused {
+                    return Poll::Pending;
+                }
+            }
             self.process_client().map_err(RelayEnd::ProtocolViolation)?;
             if self.c2u.has_output() || self.held {
                 return Poll::Ready(Ok(()));
@@ -916,9 +935,11 @@ impl Future for Relay<'_> {
         if this.shutdown_token.is_cancelled() {
             this.shutting_down = true;
         }
-        if this.shutting_down && this.session_idle() {
+        // A statement held by PAUSE was never sent: the session may close.
+        if this.shutting_down && (this.session_idle() || this.paused) {
             return Poll::Ready(RelayEnd::Shutdown);
         }
+        this.paused = false;
         // Progress in one direction never makes the other readable or
         // writable, so each is driven until it waits, once.
         if let Some(end) = this.drive(cx, Self::poll_c2u) {
@@ -936,6 +957,18 @@ impl Future for Relay<'_> {
         }
         if this.shutting_down && this.session_idle() {
             return Poll::Ready(RelayEnd::Shutdown);
+        }
+        if let Some(slot) = &this.slot {
+            let state = if this.paused {
+                SessionState::Held
+            } else if !this.pending.is_empty() {
+                SessionState::Active
+            } else if this.pending.tx_status == b'I' {
+                SessionState::Idle
+            } else {
+                SessionState::InTransaction
+            };
+            slot.publish(state, this.hook.branch());
         }
         Poll::Pending
     }

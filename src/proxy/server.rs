@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -15,9 +15,13 @@ use tracing::{info, warn};
 
 use super::cancel::CancelMap;
 use super::hooks::{HookFactory, NoHooks};
+use super::reload::{
+    self, AdminRoles, ConfigSource, LogReloader, ReloadError, ReloadReport, Tunables,
+};
+use super::sessions::Sessions;
 use super::stream::Stream;
 use super::upstream::{Connector, UpstreamTarget};
-use super::{session, tls, ProxyContext};
+use super::{session, ProxyContext};
 use crate::config::Config;
 use crate::history::hook::HistoryHooks;
 use crate::metrics::hook::MetricsHooks;
@@ -38,24 +42,28 @@ pub enum StartError {
     Tls(String),
 }
 
-/// Stops a running server.
+/// Stops or reloads a running server.
 #[derive(Clone)]
 pub struct ServerHandle {
-    shutdown: CancellationToken,
-    force: CancellationToken,
+    ctx: Arc<ProxyContext>,
 }
 
 impl ServerHandle {
     /// Starts graceful shutdown: no new connections; sessions close when
     /// idle or when the shutdown timeout passes.
     pub fn shutdown(&self) {
-        self.shutdown.cancel();
+        self.ctx.shutdown.cancel();
     }
 
     /// Closes every session now, as when the shutdown timeout passes.
     pub fn force_shutdown(&self) {
-        self.shutdown.cancel();
-        self.force.cancel();
+        self.ctx.shutdown.cancel();
+        self.ctx.force.cancel();
+    }
+
+    /// Reads the configuration again and applies it (SIGHUP).
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.ctx.reload()
     }
 }
 
@@ -73,14 +81,15 @@ impl Server {
     /// (the embedded default passes its own).
     /// The hooks follow the configuration: DDL history when enabled.
     pub async fn bind(config: Config, upstream_url: &str) -> Result<Self, StartError> {
+        let tunables = Tunables::new(&config);
         let hooks: Arc<dyn HookFactory> = if config.history.enabled {
             Arc::new(HistoryHooks {
-                protected: config.branches.protected.clone(),
+                tunables: tunables.clone(),
             })
         } else {
             Arc::new(NoHooks)
         };
-        Self::bind_with_hooks(config, upstream_url, hooks).await
+        Self::bind_inner(config, upstream_url, hooks, tunables).await
     }
 
     pub async fn bind_with_hooks(
@@ -88,30 +97,33 @@ impl Server {
         upstream_url: &str,
         hooks: Arc<dyn HookFactory>,
     ) -> Result<Self, StartError> {
+        let tunables = Tunables::new(&config);
+        Self::bind_inner(config, upstream_url, hooks, tunables).await
+    }
+
+    async fn bind_inner(
+        config: Config,
+        upstream_url: &str,
+        hooks: Arc<dyn HookFactory>,
+        tunables: Arc<Tunables>,
+    ) -> Result<Self, StartError> {
         let proxy_metrics = ProxyMetrics::new(config.metrics.max_branch_labels);
         // Statements are timed only when someone can read the figures (or
         // slow ones are logged).
-        let slow_ns = config.log.slow_statement_threshold.as_nanos() as u64;
-        let hooks: Arc<dyn HookFactory> = if config.metrics.listen.is_empty() && slow_ns == 0 {
-            hooks
-        } else {
-            Arc::new(MetricsHooks {
-                inner: hooks,
-                metrics: proxy_metrics.statements.clone(),
-                slow_ns,
-            })
-        };
+        let hooks: Arc<dyn HookFactory> =
+            if config.metrics.listen.is_empty() && config.log.slow_statement_threshold.is_zero() {
+                hooks
+            } else {
+                Arc::new(MetricsHooks {
+                    inner: hooks,
+                    metrics: proxy_metrics.statements.clone(),
+                    tunables: tunables.clone(),
+                })
+            };
         let target = UpstreamTarget::from_url(upstream_url).map_err(StartError::Upstream)?;
         let connector = Connector::new(target, &config.upstream, config.connect_timeout)
             .map_err(StartError::Upstream)?;
-        let tls = match (&config.tls.cert_file, &config.tls.key_file) {
-            (Some(cert), Some(key)) if config.client_tls_enabled() => {
-                Some(tokio_rustls::TlsAcceptor::from(
-                    tls::server_config(cert, key).map_err(StartError::Tls)?,
-                ))
-            }
-            _ => None,
-        };
+        let tls = reload::client_tls(&config).map_err(StartError::Tls)?;
         let addr = config.listen.clone();
         let tcp = TcpListener::bind(&addr)
             .await
@@ -149,13 +161,21 @@ impl Server {
                     })?,
             ),
         };
+        let admin = RwLock::new(Arc::new(AdminRoles::from_config(&config)));
         let ctx = Arc::new(ProxyContext {
-            config,
+            config: RwLock::new(Arc::new(config)),
             connector: Arc::new(connector),
-            tls,
+            tls: RwLock::new(tls),
             cancel: Arc::new(CancelMap::default()),
             hooks,
             metrics: proxy_metrics,
+            tunables,
+            admin,
+            admin_mock_key: rand::random(),
+            sessions: Arc::new(Sessions::default()),
+            reload_source: OnceLock::new(),
+            log_reloader: OnceLock::new(),
+            reloading: std::sync::Mutex::new(()),
             versioned_schemas: dashmap::DashMap::new(),
             default_paths: dashmap::DashMap::new(),
             shutdown: CancellationToken::new(),
@@ -186,8 +206,17 @@ impl Server {
 
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
-            shutdown: self.ctx.shutdown.clone(),
-            force: self.ctx.force.clone(),
+            ctx: self.ctx.clone(),
+        }
+    }
+
+    /// Where SIGHUP and the admin console's RELOAD read the configuration
+    /// again, and how a new `log.level` reaches the logger. Without a
+    /// source, a reload is refused.
+    pub fn set_reload(&self, source: ConfigSource, log: Option<LogReloader>) {
+        let _ = self.ctx.reload_source.set(source);
+        if let Some(log) = log {
+            let _ = self.ctx.log_reloader.set(log);
         }
     }
 
@@ -214,7 +243,7 @@ impl Server {
             // Stops with the listener; open probes are not waited for.
             tokio::spawn(http::serve(listener, endpoint, ctx.shutdown.clone()));
         }
-        let limit = Arc::new(Semaphore::new(ctx.config.max_client_connections));
+        let limit = Arc::new(Semaphore::new(ctx.config().max_client_connections));
         let (unix_listener, unix_path) = match unix {
             Some((l, p)) => (Some(l), Some(p)),
             None => (None, None),
@@ -263,10 +292,13 @@ impl Server {
         }
         tracker.close();
         let open = tracker.len();
+        let shutdown_timeout = ctx.config().shutdown_timeout;
         if open > 0 {
-            info!(sessions = open, timeout = ?ctx.config.shutdown_timeout, "waiting for sessions to finish");
+            info!(sessions = open, timeout = ?shutdown_timeout, "waiting for sessions to finish");
         }
-        if tokio::time::timeout(ctx.config.shutdown_timeout, tracker.wait())
+        // PAUSE must not hold up the exit.
+        ctx.sessions.gate.resume();
+        if tokio::time::timeout(shutdown_timeout, tracker.wait())
             .await
             .is_err()
         {

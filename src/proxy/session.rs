@@ -17,6 +17,7 @@ use super::cancel::{forward_cancel, CancelTarget, Registration};
 use super::hooks::SessionInfo;
 use super::relay::{Relay, RelayEnd, RelayParams};
 use super::selection::{self, Selection, DEFAULT_BRANCH};
+use super::sessions::NewSession;
 use super::stream::Stream;
 use super::ProxyContext;
 use crate::branch;
@@ -64,11 +65,19 @@ struct Established {
     _cancel: Registration,
 }
 
+/// What a finished handshake leads to.
+enum Handshaken {
+    /// A database session: relay it.
+    Relay(Box<Established>),
+    /// An authenticated admin console session (role name).
+    Admin(Stream, String),
+}
+
 /// Serves one client connection to its end.
 pub async fn serve(ctx: Arc<ProxyContext>, client: Stream, peer: String) {
     let span = tracing::info_span!("conn", %peer, user = tracing::field::Empty, database = tracing::field::Empty, branch = tracing::field::Empty, application_name = tracing::field::Empty);
     async move {
-        let timeout = ctx.config.handshake_timeout;
+        let timeout = ctx.config().handshake_timeout;
         // The shutdown timeout also ends handshakes in progress: a client
         // that never finishes its startup must not hold up the exit.
         let handshake = tokio::select! {
@@ -79,7 +88,11 @@ pub async fn serve(ctx: Arc<ProxyContext>, client: Stream, peer: String) {
             }
         };
         let est = match handshake {
-            Ok(Ok(est)) => est,
+            Ok(Ok(Handshaken::Relay(est))) => *est,
+            Ok(Ok(Handshaken::Admin(client, user))) => {
+                crate::admin::console::serve(ctx.clone(), client, user).await;
+                return;
+            }
             // Counted where it happened (or not a refusal: a cancel request).
             Ok(Err(HandshakeError::Done)) => return,
             Ok(Err(HandshakeError::Client(e))) => {
@@ -192,10 +205,13 @@ async fn handshake(
     ctx: &ProxyContext,
     mut client: Stream,
     peer: &str,
-) -> Result<Established, HandshakeError> {
+) -> Result<Handshaken, HandshakeError> {
     let is_tcp = matches!(client, Stream::Tcp(_));
+    // The certificate in force when the connection arrived (a reload
+    // affects later connections).
+    let tls = ctx.tls();
     // PostgreSQL 17 direct TLS: the first byte is a TLS handshake record.
-    if let (Stream::Tcp(tcp), Some(acceptor)) = (&client, &ctx.tls) {
+    if let (Stream::Tcp(tcp), Some(acceptor)) = (&client, &tls) {
         let mut first = [0u8; 1];
         if tcp.peek(&mut first).await? == 1 && first[0] == 0x16 {
             let Stream::Tcp(tcp) = client else {
@@ -219,7 +235,7 @@ async fn handshake(
                 return Err(HandshakeError::Client(e));
             }
             Err(e) => return Err(e),
-            Ok(StartupPacket::Ssl) => match (&ctx.tls, client) {
+            Ok(StartupPacket::Ssl) => match (&tls, client) {
                 (Some(acceptor), Stream::Tcp(mut tcp)) => {
                     tcp.write_all(b"S").await?;
                     client = Stream::ClientTls(Box::new(acceptor.accept(tcp).await?));
@@ -254,14 +270,33 @@ async fn handshake(
         }
     };
     match startup_checks(ctx, startup, &client, is_tcp) {
-        Ok((startup, selection)) => {
-            connect_and_authenticate(ctx, client, startup, selection, peer).await
+        Ok((startup, _)) if is_admin_console(ctx, &startup) => {
+            let user = startup.get_str("user").unwrap_or_default();
+            match crate::admin::console::authenticate(ctx, &mut client, &user).await {
+                Ok(()) => Ok(Handshaken::Admin(client, user)),
+                Err(crate::admin::console::AuthError::Refused(e)) => Err(e.into()),
+                Err(crate::admin::console::AuthError::Io(e)) => Err(e.into()),
+            }
         }
+        Ok((startup, selection)) => connect_and_authenticate(ctx, client, startup, selection, peer)
+            .await
+            .map(|est| Handshaken::Relay(Box::new(est))),
         Err(e) => {
             send_error(&mut client, &e).await;
             Err(e.into())
         }
     }
+}
+
+/// The client asks for the admin console: the virtual database, while
+/// admin roles are configured.
+fn is_admin_console(ctx: &ProxyContext, startup: &StartupMessage) -> bool {
+    let database = startup
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .or_else(|| startup.get("user"));
+    database == Some(crate::admin::console::DATABASE.as_bytes())
+        && !ctx.admin_roles().roles.is_empty()
 }
 
 /// Applies the startup rules: TLS requirement, selection, unsupported
@@ -274,7 +309,7 @@ fn startup_checks(
 ) -> Result<(StartupMessage, Selection), PgError> {
     // Read parameters as the server will: the last occurrence wins.
     startup.keep_last_occurrences();
-    if ctx.config.tls.mode == ClientTlsMode::Require && is_tcp && !client.is_tls() {
+    if ctx.config().tls.mode == ClientTlsMode::Require && is_tcp && !client.is_tls() {
         return Err(PgError::fatal(
             "28000",
             "pgbranch accepts only encrypted connections on TCP",
@@ -730,19 +765,30 @@ async fn relay(ctx: &ProxyContext, est: Established) {
         info,
         _cancel,
     } = est;
+    let config = ctx.config();
+    let registered = ctx.sessions.register(NewSession {
+        pid: _cancel.pid(),
+        peer: info.peer.clone(),
+        user: info.user.clone(),
+        database: info.database.clone(),
+        branch: info.branch.clone(),
+        application_name: info.application_name.clone().unwrap_or_default(),
+        tls: client.is_tls(),
+    });
     let mut hook = ctx.hooks.create(&info);
     let mut relay = Relay::new(
         &mut client,
         &mut upstream,
         hook.as_mut(),
         RelayParams {
-            buffer_size: ctx.config.relay_buffer_size,
-            max_message: ctx.config.max_message_size,
+            buffer_size: config.relay_buffer_size,
+            max_message: config.max_message_size,
             upstream_leftover: &leftover,
             tx_status,
             shutdown: ctx.shutdown.clone(),
             force: ctx.force.clone(),
-            io: (!ctx.config.metrics.listen.is_empty()).then(|| ctx.metrics.statements.clone()),
+            io: (!config.metrics.listen.is_empty()).then(|| ctx.metrics.statements.clone()),
+            slot: Some(registered.slot.clone()),
         },
     );
     let end = (&mut relay).await;

@@ -429,6 +429,17 @@ impl ProxyProcess {
     /// Starts `pgbranch serve --upstream URL --listen 127.0.0.1:<port>` and
     /// waits until it accepts TCP connections.
     pub fn start(upstream: &str, extra_args: &[&str], env: &[(&str, &str)]) -> ProxyProcess {
+        Self::start_logging(upstream, extra_args, env, None)
+    }
+
+    /// As [`ProxyProcess::start`], with the proxy's log (stderr) written
+    /// to `log` when given.
+    pub fn start_logging(
+        upstream: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> ProxyProcess {
         let port = free_port();
         let mut cmd = std::process::Command::new(PGBRANCH_BIN);
         cmd.args(["serve", "--upstream", upstream, "--listen"])
@@ -439,6 +450,9 @@ impl ProxyProcess {
             .stdout(std::process::Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(path) = log {
+            cmd.stderr(std::fs::File::create(path).expect("log file"));
         }
         let child = cmd.spawn().expect("pgbranch binary starts");
         let p = ProxyProcess { child, port };
