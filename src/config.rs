@@ -167,6 +167,10 @@ pub struct MetricsConfig {
     /// Branches that get a label of their own in the per-statement
     /// metrics; the rest are reported as `other`.
     pub max_branch_labels: usize,
+    /// How often `pgbranch_schema_drift_objects` is checked in each
+    /// database sessions used; `0` = never.
+    #[serde(deserialize_with = "duration")]
+    pub drift_check_interval: Duration,
 }
 
 impl Default for MetricsConfig {
@@ -174,6 +178,7 @@ impl Default for MetricsConfig {
         Self {
             listen: "127.0.0.1:9930".into(),
             max_branch_labels: 20,
+            drift_check_interval: Duration::from_secs(60),
         }
     }
 }
@@ -575,6 +580,11 @@ pub fn settings(c: &Config) -> Vec<Setting> {
             Reload,
         ),
         row(
+            "metrics.drift_check_interval",
+            secs(c.metrics.drift_check_interval),
+            Reload,
+        ),
+        row(
             "admin.roles",
             c.admin.roles.keys().cloned().collect::<Vec<_>>().join(", "),
             Reload,
@@ -737,6 +747,35 @@ mod tests {
             c.log.slow_statement_threshold,
             d.log.slow_statement_threshold
         );
+        assert_eq!(
+            c.metrics.drift_check_interval,
+            d.metrics.drift_check_interval
+        );
+        assert_eq!(c.admin.pause_timeout, d.admin.pause_timeout);
+        assert!(c.admin.roles.is_empty());
+    }
+
+    #[test]
+    fn admin_roles_need_scram_secrets_and_levels_must_parse() {
+        let secret = crate::admin::scram::Verifier::from_password("pw").to_string();
+        let c = load(&format!("[admin]\nroles = {{ ops = \"{secret}\" }}"), &[]).unwrap();
+        assert!(c.admin.roles.contains_key("ops"));
+        assert!(
+            !format!("{c:?}").contains("SCRAM-SHA-256$"),
+            "no secret in Debug"
+        );
+        let e = load("[admin]\nroles = { ops = \"hunter2\" }", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("admin.roles") && e.contains("admin-secret"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = load("[log]\nlevel = \"pgbranch=loud\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log.level"), "{e}");
     }
 
     #[test]

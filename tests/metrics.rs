@@ -458,3 +458,50 @@ async fn rewrites_are_counted_by_kind_and_unreadable_ddl_is_counted() {
     assert_eq!(sample(&text, "pgbranch_unparsed_statements_total"), 1.0);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn the_drift_gauge_counts_changes_made_outside_pgbranch() {
+    let db = cluster().fresh_db();
+    let mut config = metrics_config();
+    config.metrics.drift_check_interval = std::time::Duration::from_millis(50);
+    let proxy = start_proxy(config).await;
+    let m = proxy.metrics_addr.expect("metrics endpoint listens");
+    let series = format!("pgbranch_schema_drift_objects{{database=\"{db}\"}}");
+    let drift = || async {
+        let (_, text) = http(m, "GET", "/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<f64>().ok())
+    };
+    // A database without pgbranch's metadata has no series.
+    let app = connect(&proxy.conn_str("postgres", &db)).await;
+    app.batch_execute("SELECT 1").await.unwrap();
+    let direct = connect(&cluster().direct(&db)).await;
+    direct
+        .batch_execute("CREATE TABLE before (id int)")
+        .await
+        .unwrap();
+    assert_eq!(drift().await, None);
+
+    app.batch_execute("CREATE TABLE t (id int)").await.unwrap();
+    wait_for("the gauge to show no drift", || async {
+        drift().await == Some(0.0)
+    })
+    .await;
+    direct
+        .batch_execute("CREATE TABLE behind_its_back (id int); ALTER TABLE t ADD COLUMN x int")
+        .await
+        .unwrap();
+    wait_for("the gauge to count two drifted objects", || async {
+        drift().await == Some(2.0)
+    })
+    .await;
+    // The next recorded change records the drift first.
+    app.batch_execute("CREATE TABLE u (id int)").await.unwrap();
+    wait_for("the gauge to return to 0", || async {
+        drift().await == Some(0.0)
+    })
+    .await;
+    let (_, text) = http(m, "GET", "/metrics").await;
+    promtool_check_metrics(&text);
+    proxy.stop().await;
+}

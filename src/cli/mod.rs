@@ -236,6 +236,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     .context("starting the runtime")?;
     let embedded = cluster.is_some();
     let result = runtime.block_on(async move {
+        let mut signals = Signals::register().context("installing signal handlers")?;
         let server = Server::bind(config, &upstream_url).await?;
         server.set_reload(source, Some(log_reloader));
         let addr = server.local_addr();
@@ -253,10 +254,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         let handle = server.handle();
         tokio::spawn(async move {
-            wait_for_signal(&handle).await;
+            signals.shutdown_requested(&handle).await;
             info!("shutdown requested: no new connections; sessions close when idle (signal again to close them now)");
             handle.shutdown();
-            wait_for_signal(&handle).await;
+            signals.shutdown_requested(&handle).await;
             info!("second shutdown signal: closing every session now");
             handle.force_shutdown();
         });
@@ -270,17 +271,33 @@ fn serve(args: ServeArgs) -> Result<()> {
     result
 }
 
-/// Waits for SIGTERM or SIGINT; reloads the configuration on SIGHUP.
-async fn wait_for_signal(handle: &ServerHandle) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => log_reload(handle.reload()),
+/// The signals `serve` handles, registered before the listeners open so
+/// that a SIGHUP sent as soon as the port answers reloads rather than
+/// ends the process.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; reloads the configuration on SIGHUP.
+    async fn shutdown_requested(&mut self, handle: &ServerHandle) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => log_reload(handle.reload()),
+            }
         }
     }
 }

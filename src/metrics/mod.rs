@@ -9,6 +9,7 @@
 //!
 //! [`http`] serves `/metrics`, `/healthz` and `/readyz`.
 
+pub mod drift;
 pub mod hook;
 pub mod http;
 pub mod stmt;
@@ -60,6 +61,8 @@ pub struct ProxyMetrics {
     pub statements: Arc<stmt::StatementMetrics>,
     pub upstream_connect_seconds: Histogram,
     pub auth_seconds: Histogram,
+    /// Schema drift per database (`drift::run` updates it).
+    pub drift: drift::DriftGauge,
 }
 
 impl ProxyMetrics {
@@ -137,6 +140,7 @@ impl ProxyMetrics {
             auth_seconds: recorder
                 .register_histogram(&Key::from_name("pgbranch_auth_seconds"), &meta),
             handle,
+            drift: drift::DriftGauge::default(),
         })
     }
 
@@ -151,6 +155,7 @@ impl ProxyMetrics {
             out.push('\n');
         }
         self.statements.render(&mut out);
+        self.drift.render(&mut out);
         out
     }
 }

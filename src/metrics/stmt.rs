@@ -559,7 +559,7 @@ impl StatementMetrics {
 }
 
 /// A label value escaped for the text format.
-fn escape(v: &str) -> String {
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -242,6 +242,8 @@ impl Server {
             });
             // Stops with the listener; open probes are not waited for.
             tokio::spawn(http::serve(listener, endpoint, ctx.shutdown.clone()));
+            // Only worth checking when someone scrapes the figure.
+            tokio::spawn(crate::metrics::drift::run(ctx.clone()));
         }
         let limit = Arc::new(Semaphore::new(ctx.config().max_client_connections));
         let (unix_listener, unix_path) = match unix {

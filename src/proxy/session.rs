@@ -766,6 +766,7 @@ async fn relay(ctx: &ProxyContext, est: Established) {
         _cancel,
     } = est;
     let config = ctx.config();
+    ctx.metrics.drift.watch(&info.database);
     let registered = ctx.sessions.register(NewSession {
         pid: _cancel.pid(),
         peer: info.peer.clone(),

@@ -38,6 +38,9 @@ pub struct UpstreamTarget {
     pub addr: UpstreamAddr,
     pub user: Option<String>,
     pub dbname: Option<String>,
+    /// The URL's settings (user, password, options) for the proxy's own
+    /// SQL probes; its Debug output hides the password.
+    pub probe: tokio_postgres::Config,
 }
 
 impl UpstreamTarget {
@@ -63,6 +66,7 @@ impl UpstreamTarget {
             addr,
             user: cfg.get_user().map(str::to_string),
             dbname: cfg.get_dbname().map(str::to_string),
+            probe: cfg,
         })
     }
 }
