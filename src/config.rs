@@ -178,7 +178,7 @@ impl Default for MetricsConfig {
         Self {
             listen: "127.0.0.1:9930".into(),
             max_branch_labels: 20,
-            drift_check_interval: Duration::from_secs(60),
+            drift_check_interval: Duration::ZERO,
         }
     }
 }

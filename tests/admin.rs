@@ -342,6 +342,12 @@ async fn shutdown_from_the_console_stops_the_proxy() {
         proxy.port
     ))
     .await;
+    let in_tx = connect(&format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        proxy.port
+    ))
+    .await;
+    in_tx.batch_execute("BEGIN; SELECT 1").await.unwrap();
     let conn = format!(
         "host=127.0.0.1 port={} user=ops dbname=pgbranch",
         proxy.port
@@ -353,16 +359,22 @@ async fn shutdown_from_the_console_stops_the_proxy() {
     )
     .await;
     assert!(ok, "{err}");
-    // The idle session is closed as by SIGTERM, and the process exits.
+    // The idle session is closed as by SIGTERM; the open transaction may
+    // go on (shutdown_timeout).
     let e = app.simple_query("SELECT 1").await.unwrap_err();
     assert!(
         e.to_string().contains("shutting down") || e.is_closed(),
         "{e}"
     );
+    in_tx.simple_query("SELECT 2").await.unwrap();
+    // After a console SHUTDOWN, the first signal closes every session.
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(proxy.pid() as i32, libc::SIGTERM) };
     wait_for("pgbranch to exit", || {
         let exited = proxy.child.try_wait().unwrap().is_some();
         async move { exited }
     })
     .await;
     assert!(proxy.child.wait().unwrap().success());
+    assert!(in_tx.simple_query("SELECT 3").await.is_err());
 }

@@ -254,9 +254,14 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         let handle = server.handle();
         tokio::spawn(async move {
-            signals.shutdown_requested(&handle).await;
-            info!("shutdown requested: no new connections; sessions close when idle (signal again to close them now)");
-            handle.shutdown();
+            tokio::select! {
+                _ = signals.shutdown_requested(&handle) => {
+                    info!("shutdown requested: no new connections; sessions close when idle (signal again to close them now)");
+                    handle.shutdown();
+                }
+                // SHUTDOWN in the admin console: the next signal forces.
+                _ = handle.shutdown_started() => {}
+            }
             signals.shutdown_requested(&handle).await;
             info!("second shutdown signal: closing every session now");
             handle.force_shutdown();

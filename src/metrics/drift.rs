@@ -2,7 +2,9 @@
 //! from the recorded history on branch `main`, per database, as
 //! `pgbranch.drift('main')` counts them.
 //!
-//! Every `metrics.drift_check_interval`, a background task opens one
+//! Background work, so only when configured (DESIGN.md, "No privilege
+//! escalation"): every `metrics.drift_check_interval` (default 0: never),
+//! a background task opens one
 //! connection per watched database as the upstream URL's user (the
 //! proxy's own probes' role) and runs the count. Watched: the databases
 //! client sessions used since pgbranch started, at most

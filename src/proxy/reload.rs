@@ -3,14 +3,15 @@
 //! flags), validate it whole, and apply it only when it is valid: an
 //! invalid one is refused with its reason and the old one stays.
 //!
-//! What a reload changes (docs/operations.md, "Reload"):
+//! What a reload changes (docs/operations.md, "Reload"; `config::settings`
+//! says it per key):
 //! - at once, also for open sessions: `branches.protected`,
 //!   `log.level`, `log.slow_statement_threshold` (when statements are
 //!   timed), `metrics.max_branch_labels` (for branches not labelled yet),
-//!   `admin.*`;
+//!   `metrics.drift_check_interval` (from the check after the current
+//!   wait), `admin.*`, `shutdown_timeout` (read when shutdown begins);
 //! - for connections opened afterwards: `tls.*` (certificate, key, mode),
-//!   `handshake_timeout`, `max_message_size`, `relay_buffer_size`,
-//!   `shutdown_timeout`;
+//!   `handshake_timeout`, `max_message_size`, `relay_buffer_size`;
 //! - nothing until a restart: the settings [`restart_only`] lists. A
 //!   changed one is reported and its running value kept.
 

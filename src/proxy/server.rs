@@ -61,6 +61,12 @@ impl ServerHandle {
         self.ctx.force.cancel();
     }
 
+    /// Resolves once shutdown has begun (a signal, or the admin console's
+    /// SHUTDOWN).
+    pub async fn shutdown_started(&self) {
+        self.ctx.shutdown.cancelled().await
+    }
+
     /// Reads the configuration again and applies it (SIGHUP).
     pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
         self.ctx.reload()
