@@ -418,6 +418,8 @@ obj (classid, objid, body, cmt_kw, target, owner_kw, owner, acl, aclkind, grant_
     FROM pg_trigger g
     JOIN rel r ON r.oid = g.tgrelid
     WHERE NOT g.tgisinternal AND g.tgparentid = 0
+      -- pgbranch's own (system versioning: migration 3)
+      AND g.tgname NOT LIKE 'pgbranch\_versioning\_%'
 
     UNION ALL
     -- Row-level security policies.
@@ -661,6 +663,7 @@ stmt (classid, objid, part, grp, ord, key, sql) AS (
     FROM pg_trigger g
     JOIN rel r ON r.oid = g.tgrelid
     WHERE NOT g.tgisinternal AND g.tgparentid = 0 AND g.tgenabled <> 'O'
+      AND g.tgname NOT LIKE 'pgbranch\_versioning\_%'
 
     UNION ALL
     -- Disabled (or replica/always) rules.

@@ -1,0 +1,482 @@
+-- Migration 3: row history for system-versioned tables (time travel).
+--
+-- A versioned table keeps its rows untouched; every version of every row
+-- lives in a history table of schema pgbranch_history, with its validity
+-- [pgbranch_valid_from, pgbranch_valid_to) in transaction time (now()).
+-- The current version of a row has pgbranch_valid_to = 'infinity'.
+-- Statement-level AFTER triggers with transition tables write the history
+-- (one call per statement, whatever the number of rows). AS OF queries go
+-- through per-table SQL functions the planner inlines, so a primary-key
+-- lookup uses the history's (key, pgbranch_valid_to) index:
+--
+--   pgbranch_history.as_of(NULL::t, at, session)      -> SETOF t
+--   pgbranch_history.versions(NULL::t, from, to, incl) -> t's columns,
+--                                                         pgbranch_valid_from,
+--                                                         pgbranch_valid_to
+--
+-- PostgreSQL picks the overload by the row type of `NULL::t`, so the
+-- table's name is resolved by its own search_path. Tables without
+-- versioning reach polymorphic fallbacks that explain the error (or, for
+-- as-of sessions, read the live table).
+--
+-- Who may do what: the table's owner enables and disables versioning
+-- (the triggers are created as that role); the history tables and the
+-- functions writing them belong to the owner of schema pgbranch, so
+-- writing history needs no privilege on it, and reading it needs the
+-- SELECT privilege on the table (mirrored onto the history table).
+
+CREATE SCHEMA pgbranch_history;
+GRANT USAGE ON SCHEMA pgbranch_history TO PUBLIC;
+
+CREATE TABLE pgbranch.versioned_tables (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- NULL once the table is dropped (its history stays).
+    relid        oid,
+    -- The table's name as of the last change pgbranch saw.
+    table_name   text NOT NULL,
+    history      name NOT NULL UNIQUE,
+    -- History columns of the primary key.
+    key_columns  name[] NOT NULL,
+    enabled_at   timestamptz NOT NULL,
+    -- AS OF before this is refused: history is complete from here on.
+    history_from timestamptz NOT NULL,
+    dropped_at   timestamptz,
+    -- Columns, types and privileges the generated objects were made for.
+    signature    text NOT NULL
+);
+CREATE UNIQUE INDEX versioned_tables_relid ON pgbranch.versioned_tables (relid)
+    WHERE relid IS NOT NULL;
+
+-- Which history column holds which table column (attnum is stable across
+-- renames).
+CREATE TABLE pgbranch.versioned_columns (
+    table_id bigint NOT NULL REFERENCES pgbranch.versioned_tables ON DELETE CASCADE,
+    attnum   smallint NOT NULL,
+    name     name NOT NULL,
+    PRIMARY KEY (table_id, attnum)
+);
+GRANT SELECT ON pgbranch.versioned_tables, pgbranch.versioned_columns TO PUBLIC;
+
+-- What the generated objects depend on: columns (number, name, type,
+-- collation), the primary key, and the SELECT grants.
+CREATE FUNCTION pgbranch.versioning_signature(p_relid oid) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT coalesce((SELECT string_agg(format('%s:%s:%s:%s', a.attnum, a.attname,
+                                             format_type(a.atttypid, a.atttypmod), a.attcollation),
+                                      ',' ORDER BY a.attnum)
+                     FROM pg_attribute a
+                     WHERE a.attrelid = p_relid AND a.attnum > 0 AND NOT a.attisdropped), '')
+        || '|' || coalesce((SELECT array_to_string(k.conkey, ',') FROM pg_constraint k
+                            WHERE k.conrelid = p_relid AND k.contype = 'p'), '')
+        || '|' || coalesce((SELECT c.relacl::text || c.relowner::text FROM pg_class c
+                            WHERE c.oid = p_relid), '')
+$fn$;
+
+-- Refuses a time outside the table's history.
+CREATE FUNCTION pgbranch.check_as_of(p_id bigint, p_at timestamptz) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v pgbranch.versioned_tables;
+BEGIN
+    SELECT * INTO v FROM pgbranch.versioned_tables WHERE id = p_id;
+    IF p_at IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = format('AS OF time for table %s is NULL', v.table_name);
+    END IF;
+    IF p_at < v.history_from THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('table %s has no history before %s (asked for %s)',
+                             v.table_name, v.history_from, p_at),
+            HINT = 'Versioning was enabled (or history pruned up to) then; ask for a later time.';
+    END IF;
+    RETURN true;
+END
+$fn$;
+
+CREATE FUNCTION pgbranch.check_range(p_id bigint, p_from timestamptz, p_to timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF p_from IS NULL OR p_to IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = format('FOR SYSTEM_TIME bounds for table %s must not be NULL',
+                             (SELECT table_name FROM pgbranch.versioned_tables WHERE id = p_id));
+    END IF;
+    IF p_from <> '-infinity' THEN
+        PERFORM pgbranch.check_as_of(p_id, p_from);
+    END IF;
+    RETURN true;
+END
+$fn$;
+
+-- Tables without versioning: explicit AS OF is an error; as-of sessions
+-- read them live.
+CREATE FUNCTION pgbranch_history.as_of(p_row anyelement, p_at timestamptz, p_session boolean)
+RETURNS SETOF anyelement
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_rel regclass := (SELECT t.typrelid::regclass FROM pg_type t
+                       WHERE t.oid = pg_typeof(p_row) AND t.typrelid <> 0);
+BEGIN
+    IF v_rel IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '42809',
+            MESSAGE = format('AS OF needs a table, not type %s', pg_typeof(p_row));
+    END IF;
+    IF p_session THEN
+        RETURN QUERY EXECUTE format('SELECT * FROM %s', v_rel);
+        RETURN;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = '55000',
+        MESSAGE = format('table %s has no history: system versioning is not enabled for it', v_rel),
+        HINT = format('ALTER TABLE %s ADD SYSTEM VERSIONING keeps its history from then on.', v_rel);
+END
+$fn$;
+
+CREATE FUNCTION pgbranch_history.versions(p_row anyelement, p_from timestamptz,
+                                          p_to timestamptz, p_inclusive boolean)
+RETURNS SETOF anyelement
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = '55000',
+        MESSAGE = format('table %s has no history: system versioning is not enabled for it',
+                         (SELECT t.typrelid::regclass FROM pg_type t WHERE t.oid = pg_typeof(p_row))),
+        HINT = 'ALTER TABLE ... ADD SYSTEM VERSIONING keeps its history from then on.';
+END
+$fn$;
+
+-- (Re)creates the history table's missing columns, the trigger functions
+-- and the AS OF functions of versioned table p_id after its columns,
+-- key or grants changed. Runs as the owner of schema pgbranch.
+CREATE FUNCTION pgbranch.versioning_generate(p_id bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v        pgbranch.versioned_tables;
+    v_h      text;
+    v_cols   text;     -- history column list
+    v_src    text;     -- n.<table column> list
+    v_keys   text;     -- h.k = o.k AND ...
+    v_typed  text;     -- name type, ... for RETURNS TABLE
+    v_rel    text;
+    r        record;
+    v_grantee text;
+BEGIN
+    SELECT * INTO v FROM pgbranch.versioned_tables WHERE id = p_id FOR UPDATE;
+    v_rel := v.relid::regclass::text;
+    v_h := format('pgbranch_history.%I', v.history);
+
+    -- Columns: renamed, dropped, added, retyped (history follows today's
+    -- columns; a column that did not exist yet reads NULL).
+    FOR r IN
+        SELECT c.attnum, a.attnum AS new_attnum, c.name AS old_name, a.attname AS new_name,
+               format_type(a.atttypid, a.atttypmod) AS type_name, a.attcollation, a.atttypid
+        FROM (SELECT * FROM pgbranch.versioned_columns WHERE table_id = p_id) c
+        FULL JOIN (SELECT * FROM pg_attribute
+                   WHERE attrelid = v.relid AND attnum > 0 AND NOT attisdropped) a
+               ON a.attnum = c.attnum
+        ORDER BY coalesce(c.attnum, a.attnum)
+    LOOP
+        IF r.new_name IS NULL THEN
+            EXECUTE format('ALTER TABLE %s DROP COLUMN %I', v_h, r.old_name);
+            DELETE FROM pgbranch.versioned_columns WHERE table_id = p_id AND attnum = r.attnum;
+        ELSIF r.old_name IS NULL THEN
+            EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s%s', v_h, r.new_name, r.type_name,
+                           CASE WHEN r.attcollation <> 0
+                                     AND r.attcollation <> (SELECT typcollation FROM pg_type WHERE oid = r.atttypid)
+                                THEN ' COLLATE ' || r.attcollation::regcollation::text ELSE '' END);
+            INSERT INTO pgbranch.versioned_columns (table_id, attnum, name)
+            VALUES (p_id, r.new_attnum, r.new_name);
+        ELSE
+            IF r.old_name <> r.new_name THEN
+                EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', v_h, r.old_name, r.new_name);
+                UPDATE pgbranch.versioned_columns SET name = r.new_name
+                WHERE table_id = p_id AND attnum = r.attnum;
+            END IF;
+            IF (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                WHERE attrelid = (v_h)::regclass AND attname = r.new_name) <> r.type_name THEN
+                EXECUTE format('ALTER TABLE %s ALTER COLUMN %I TYPE %s USING %I::%s',
+                               v_h, r.new_name, r.type_name, r.new_name, r.type_name);
+            END IF;
+        END IF;
+    END LOOP;
+
+    SELECT string_agg(format('%I', c.name), ', ' ORDER BY a.attnum),
+           string_agg(format('n.%I', a.attname), ', ' ORDER BY a.attnum),
+           string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum)
+    INTO v_cols, v_src, v_typed
+    FROM pg_attribute a
+    JOIN pgbranch.versioned_columns c ON c.table_id = p_id AND c.attnum = a.attnum
+    WHERE a.attrelid = v.relid AND a.attnum > 0 AND NOT a.attisdropped;
+
+    -- The primary key (a table must keep one while versioned).
+    SELECT array_agg(c.name ORDER BY k.ord),
+           string_agg(format('h.%I = o.%I', c.name, a.attname), ' AND ' ORDER BY k.ord)
+    INTO v.key_columns, v_keys
+    FROM pg_constraint p
+    CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_attribute a ON a.attrelid = v.relid AND a.attnum = k.attnum
+    JOIN pgbranch.versioned_columns c ON c.table_id = p_id AND c.attnum = k.attnum
+    WHERE p.conrelid = v.relid AND p.contype = 'p';
+    IF v_keys IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('table %s is system-versioned and must keep a primary key', v_rel),
+            HINT = 'DROP SYSTEM VERSIONING first, or add a primary key in the same transaction.';
+    END IF;
+    EXECUTE format('DROP INDEX IF EXISTS pgbranch_history.%I', v.history || '_key');
+    EXECUTE format('CREATE INDEX %I ON %s (%s, pgbranch_valid_to)', v.history || '_key', v_h,
+                   (SELECT string_agg(format('%I', k), ', ') FROM unnest(v.key_columns) k));
+
+    -- Trigger functions: SECURITY DEFINER (writing history needs no
+    -- privilege on it), and only for the table they were made for.
+    -- A version that began in this same transaction is replaced rather
+    -- than closed (it was never visible to anyone else).
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION pgbranch_history.%1$I() RETURNS trigger
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $b$
+        BEGIN
+            IF TG_RELID <> %2$s THEN
+                RAISE EXCEPTION 'pgbranch history trigger used on the wrong table';
+            END IF;
+            IF TG_OP IN ('UPDATE', 'DELETE') THEN
+                DELETE FROM %3$s h USING pgbranch_old o
+                WHERE %4$s AND h.pgbranch_valid_to = 'infinity' AND h.pgbranch_valid_from = now();
+                UPDATE %3$s h SET pgbranch_valid_to = greatest(now(), h.pgbranch_valid_from)
+                FROM pgbranch_old o
+                WHERE %4$s AND h.pgbranch_valid_to = 'infinity';
+            ELSIF TG_OP = 'TRUNCATE' THEN
+                DELETE FROM %3$s h
+                WHERE h.pgbranch_valid_to = 'infinity' AND h.pgbranch_valid_from = now();
+                UPDATE %3$s h SET pgbranch_valid_to = greatest(now(), h.pgbranch_valid_from)
+                WHERE h.pgbranch_valid_to = 'infinity';
+            END IF;
+            IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                INSERT INTO %3$s (pgbranch_valid_from, pgbranch_valid_to, %5$s)
+                SELECT now(), 'infinity', %6$s FROM pgbranch_new n;
+            END IF;
+            RETURN NULL;
+        END
+        $b$ $f$, v.history || '_write', v.relid, v_h, v_keys, v_cols, v_src);
+
+    -- AS OF functions: LANGUAGE sql, STABLE, not SECURITY DEFINER and
+    -- without SET, so that the planner inlines them. $2 and $3 rather
+    -- than names: a table column may be called like a parameter.
+    EXECUTE format('DROP FUNCTION IF EXISTS pgbranch_history.as_of(%s, timestamptz, boolean)', v_rel);
+    EXECUTE format($f$
+        CREATE FUNCTION pgbranch_history.as_of(%1$s, timestamptz, boolean) RETURNS SETOF %1$s
+        LANGUAGE sql STABLE AS $b$
+            SELECT %2$s FROM %3$s h
+            WHERE h.pgbranch_valid_from <= $2 AND h.pgbranch_valid_to > $2
+              AND pgbranch.check_as_of(%4$s, $2)
+        $b$ $f$, v_rel, v_cols, v_h, p_id);
+    EXECUTE format('DROP FUNCTION IF EXISTS pgbranch_history.versions(%s, timestamptz, timestamptz, boolean)', v_rel);
+    EXECUTE format($f$
+        CREATE FUNCTION pgbranch_history.versions(%1$s, timestamptz, timestamptz, boolean)
+        RETURNS TABLE (%2$s, pgbranch_valid_from timestamptz, pgbranch_valid_to timestamptz)
+        LANGUAGE sql STABLE AS $b$
+            SELECT %3$s, h.pgbranch_valid_from, h.pgbranch_valid_to FROM %4$s h
+            WHERE h.pgbranch_valid_from < h.pgbranch_valid_to
+              AND h.pgbranch_valid_to > $2
+              AND (h.pgbranch_valid_from < $3 OR ($4 AND h.pgbranch_valid_from = $3))
+              AND pgbranch.check_range(%5$s, $2, $3)
+        $b$ $f$, v_rel, v_typed, v_cols, v_h, p_id);
+
+    -- Who may read the table may read its history (table-level SELECT;
+    -- roles with column privileges only get none).
+    EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', v_h);
+    FOR v_grantee IN
+        SELECT DISTINCT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END
+        FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) x
+        WHERE c.oid = v.relid AND x.privilege_type = 'SELECT'
+    LOOP
+        EXECUTE format('GRANT SELECT ON %s TO %s', v_h, v_grantee);
+    END LOOP;
+
+    UPDATE pgbranch.versioned_tables
+    SET table_name = v_rel, key_columns = v.key_columns,
+        signature = pgbranch.versioning_signature(v.relid)
+    WHERE id = p_id;
+END
+$fn$;
+
+-- Creates the history of p_table (SECURITY DEFINER part of
+-- enable_versioning). Returns the trigger function's name.
+CREATE FUNCTION pgbranch.versioning_prepare(p_table regclass) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    c     pg_class;
+    v_id  bigint;
+    v_h   text;
+BEGIN
+    SELECT * INTO c FROM pg_class WHERE oid = p_table;
+    IF NOT pg_has_role(pgbranch.invoker(), c.relowner, 'USAGE') THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('must be owner of table %s', p_table);
+    END IF;
+    IF c.relkind <> 'r' THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('%s is not an ordinary table: pgbranch versions ordinary tables only', p_table),
+            HINT = 'Partitioned tables, views and foreign tables cannot be system-versioned yet.';
+    END IF;
+    IF c.relpersistence <> 'p' THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('table %s is temporary or unlogged: pgbranch versions permanent tables only', p_table);
+    END IF;
+    IF c.relnamespace IN ('pgbranch'::regnamespace, 'pgbranch_history'::regnamespace) THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('table %s belongs to pgbranch', p_table);
+    END IF;
+    IF c.relrowsecurity THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('table %s has row-level security: its history could show rows its policies hide', p_table),
+            HINT = 'pgbranch does not version tables with row-level security yet.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_table AND contype = 'p') THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('table %s has no primary key: pgbranch versions tables with a primary key', p_table),
+            HINT = 'Add a primary key; the history tells row versions apart by it.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pgbranch.versioned_tables WHERE relid = p_table) THEN
+        RAISE EXCEPTION USING ERRCODE = '42710',
+            MESSAGE = format('table %s is already system-versioned', p_table);
+    END IF;
+    INSERT INTO pgbranch.versioned_tables (relid, table_name, history, key_columns,
+                                           enabled_at, history_from, signature)
+    VALUES (p_table, p_table::text, 'pending', '{}', now(), now(), '')
+    RETURNING id INTO v_id;
+    v_h := left(c.relname, 40) || '_' || v_id;
+    UPDATE pgbranch.versioned_tables SET history = v_h WHERE id = v_id;
+    EXECUTE format('CREATE TABLE pgbranch_history.%I (pgbranch_valid_from timestamptz NOT NULL, pgbranch_valid_to timestamptz NOT NULL)', v_h);
+    PERFORM pgbranch.versioning_generate(v_id);
+    -- The rows there are now: versions starting now.
+    EXECUTE format('INSERT INTO pgbranch_history.%I (pgbranch_valid_from, pgbranch_valid_to, %s) SELECT now(), ''infinity'', %s FROM %s n',
+                   v_h,
+                   (SELECT string_agg(format('%I', name), ', ' ORDER BY attnum) FROM pgbranch.versioned_columns WHERE table_id = v_id),
+                   (SELECT string_agg(format('n.%I', a.attname), ', ' ORDER BY a.attnum)
+                    FROM pg_attribute a JOIN pgbranch.versioned_columns vc ON vc.table_id = v_id AND vc.attnum = a.attnum
+                    WHERE a.attrelid = p_table),
+                   p_table);
+    EXECUTE format('CREATE INDEX %I ON pgbranch_history.%I (pgbranch_valid_from)', v_h || '_from', v_h);
+    RETURN format('pgbranch_history.%I', v_h || '_write');
+END
+$fn$;
+
+-- ALTER TABLE t ADD SYSTEM VERSIONING. Runs as the caller, who must own
+-- the table (the triggers are made as that role).
+CREATE FUNCTION pgbranch.enable_versioning(p_table regclass) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_fn text;
+BEGIN
+    -- One change of a table's versioning at a time.
+    PERFORM pg_advisory_xact_lock(1885828214, p_table::oid::integer);
+    v_fn := pgbranch.versioning_prepare(p_table);
+    EXECUTE format('CREATE TRIGGER pgbranch_versioning_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS pgbranch_new FOR EACH STATEMENT EXECUTE FUNCTION %s()', p_table, v_fn);
+    EXECUTE format('CREATE TRIGGER pgbranch_versioning_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS pgbranch_old NEW TABLE AS pgbranch_new FOR EACH STATEMENT EXECUTE FUNCTION %s()', p_table, v_fn);
+    EXECUTE format('CREATE TRIGGER pgbranch_versioning_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS pgbranch_old FOR EACH STATEMENT EXECUTE FUNCTION %s()', p_table, v_fn);
+    EXECUTE format('CREATE TRIGGER pgbranch_versioning_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()', p_table, v_fn);
+    RETURN format('system versioning enabled for %s', p_table);
+END
+$fn$;
+
+-- The SECURITY DEFINER part of disable_versioning: drops the history.
+CREATE FUNCTION pgbranch.versioning_forget(p_table regclass) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v pgbranch.versioned_tables;
+BEGIN
+    SELECT * INTO v FROM pgbranch.versioned_tables WHERE relid = p_table;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('table %s is not system-versioned', p_table);
+    END IF;
+    IF NOT pg_has_role(pgbranch.invoker(), (SELECT relowner FROM pg_class WHERE oid = p_table), 'USAGE') THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('must be owner of table %s', p_table);
+    END IF;
+    EXECUTE format('DROP FUNCTION pgbranch_history.as_of(%s, timestamptz, boolean)', p_table);
+    EXECUTE format('DROP FUNCTION pgbranch_history.versions(%s, timestamptz, timestamptz, boolean)', p_table);
+    EXECUTE format('DROP TABLE pgbranch_history.%I', v.history);
+    EXECUTE format('DROP FUNCTION pgbranch_history.%I() CASCADE', v.history || '_write');
+    DELETE FROM pgbranch.versioned_tables WHERE id = v.id;
+END
+$fn$;
+
+-- ALTER TABLE t DROP SYSTEM VERSIONING: the triggers and the history go.
+CREATE FUNCTION pgbranch.disable_versioning(p_table regclass) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1885828214, p_table::oid::integer);
+    EXECUTE format('DROP TRIGGER IF EXISTS pgbranch_versioning_insert ON %s', p_table);
+    EXECUTE format('DROP TRIGGER IF EXISTS pgbranch_versioning_update ON %s', p_table);
+    EXECUTE format('DROP TRIGGER IF EXISTS pgbranch_versioning_delete ON %s', p_table);
+    EXECUTE format('DROP TRIGGER IF EXISTS pgbranch_versioning_truncate ON %s', p_table);
+    PERFORM pgbranch.versioning_forget(p_table);
+    RETURN format('system versioning disabled for %s; its history is dropped', p_table);
+END
+$fn$;
+
+-- After a recorded schema change: versioned tables whose columns, key or
+-- grants changed get their history and functions regenerated; dropped
+-- ones keep their history (marked dropped).
+CREATE FUNCTION pgbranch.versioning_after_ddl() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v pgbranch.versioned_tables;
+BEGIN
+    FOR v IN SELECT * FROM pgbranch.versioned_tables WHERE relid IS NOT NULL ORDER BY id LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = v.relid) THEN
+            UPDATE pgbranch.versioned_tables SET relid = NULL, dropped_at = now() WHERE id = v.id;
+        ELSIF pgbranch.versioning_signature(v.relid) IS DISTINCT FROM v.signature
+              OR v.table_name <> v.relid::regclass::text THEN
+            PERFORM pgbranch.versioning_generate(v.id);
+        END IF;
+    END LOOP;
+END
+$fn$;
+
+-- Recording a change, and merging one, now keep versioned tables in step.
+ALTER FUNCTION pgbranch.record_ddl(text, text, text, text, text, text, text, bigint)
+    RENAME TO record_ddl_unversioned;
+CREATE FUNCTION pgbranch.record_ddl(
+    p_branch text, p_statement text, p_tag text, p_object_type text,
+    p_identity text, p_action text, p_client_addr text, p_rows bigint DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v bigint;
+BEGIN
+    v := pgbranch.record_ddl_unversioned(p_branch, p_statement, p_tag, p_object_type,
+                                         p_identity, p_action, p_client_addr, p_rows);
+    IF p_branch = 'main' THEN
+        PERFORM pgbranch.versioning_after_ddl();
+    END IF;
+    RETURN v;
+END
+$fn$;
+ALTER FUNCTION pgbranch.record_merged(text, text, bigint, text, text, text, text, text, text)
+    RENAME TO record_merged_unversioned;
+CREATE FUNCTION pgbranch.record_merged(
+    p_target text, p_branch text, p_branch_version bigint, p_statement text, p_tag text,
+    p_object_type text, p_identity text, p_action text, p_client_addr text
+) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v bigint;
+BEGIN
+    v := pgbranch.record_merged_unversioned(p_target, p_branch, p_branch_version, p_statement,
+                                            p_tag, p_object_type, p_identity, p_action, p_client_addr);
+    IF p_target = 'main' THEN
+        PERFORM pgbranch.versioning_after_ddl();
+    END IF;
+    RETURN v;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION pgbranch.versioning_generate(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgbranch.record_ddl(text, text, text, text, text, text, text, bigint),
+    pgbranch.record_merged(text, text, bigint, text, text, text, text, text, text),
+    pgbranch.versioning_signature(oid), pgbranch.check_as_of(bigint, timestamptz),
+    pgbranch.check_range(bigint, timestamptz, timestamptz),
+    pgbranch.versioning_prepare(regclass), pgbranch.enable_versioning(regclass),
+    pgbranch.versioning_forget(regclass), pgbranch.disable_versioning(regclass),
+    pgbranch.versioning_after_ddl()
+    TO PUBLIC;
