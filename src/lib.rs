@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod sql;
+pub mod timetravel;

@@ -174,6 +174,12 @@ impl HistoryHook {
         command: Option<Result<branch_commands::Command, branch_commands::Invalid>>,
         sql: &[u8],
     ) -> Option<(String, bool)> {
+        // System versioning commands: the metadata check comes first
+        // (their functions arrive with migration 3).
+        if command.is_none() {
+            return crate::timetravel::commands::parse(sql)
+                .map(|v| (crate::timetravel::commands::to_sql(&v), true));
+        }
         Some(match command? {
             Ok(c) => branch_commands::to_sql(
                 &c,

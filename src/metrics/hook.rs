@@ -175,7 +175,9 @@ pub fn statement_kind(sql: &[u8]) -> Kind {
 
 /// Whether `sql` is one of pgbranch's own commands.
 fn is_command(sql: &[u8]) -> bool {
-    crate::branch::commands::parse(sql).is_some() || crate::history::commands::parse(sql).is_some()
+    crate::branch::commands::parse(sql).is_some()
+        || crate::history::commands::parse(sql).is_some()
+        || crate::timetravel::commands::parse(sql).is_some()
 }
 
 /// The DDL actions of a simple Query's statements (at most
