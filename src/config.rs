@@ -334,7 +334,7 @@ impl Config {
                 text.parse::<toml::Table>()
                     .map_err(|e| ConfigError::Parse {
                         origin: Some(path.display().to_string()),
-                        message: e.to_string(),
+                        message: syntax_error(&text, &e),
                     })?
             }
             None => toml::Table::new(),
@@ -597,6 +597,20 @@ fn invalid_err(key: &'static str, message: impl Into<String>) -> Result<(), Conf
     Err(invalid(key, message))
 }
 
+/// A TOML syntax error without the quoted source line, which may hold a
+/// secret (an upstream password, an admin secret): the message and where.
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("{} (line {line}, column {column})", e.message())
+        }
+        None => e.message().to_string(),
+    }
+}
+
 /// Applies one `PGBRANCH_*` variable to the TOML table.
 fn apply_env(table: &mut toml::Table, key: &str, raw: &str, var: &str) -> Result<(), ConfigError> {
     // Values that parse as TOML (numbers, booleans, arrays) keep their
@@ -790,6 +804,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.branches.protected, ["main", "release/1"]);
+    }
+
+    #[test]
+    fn syntax_errors_do_not_quote_the_line() {
+        let e = load(
+            "listen = \"127.0.0.1:1\"\n[upstream]\nurl = \"postgres://u:hunter2@h/db\" x\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
     }
 
     #[test]

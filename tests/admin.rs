@@ -112,12 +112,20 @@ async fn every_console_command_answers_through_psql() {
     let line = out
         .lines()
         .find(|l| l.starts_with(&format!("{pid}|")))
-        .unwrap_or_else(|| panic!("session {pid} listed:\n{out}"));
+        .unwrap_or_else(|| panic!("session {pid} listed:\n{out}"))
+        .to_string();
     let fields: Vec<&str> = line.split('|').collect();
     assert_eq!(&fields[1..4], ["postgres", db.as_str(), "main"], "{line}");
     assert_eq!(fields[4], "shop");
     assert!(fields[5].starts_with("127.0.0.1:"), "{line}");
-    assert_eq!((fields[6], fields[7]), ("off", "idle"), "{line}");
+    assert_eq!(fields[6], "off", "{line}");
+    // The state is published as the relay finishes its turn, right after
+    // the client got its answer.
+    let admin = admin_client(&proxy).await;
+    wait_for("the session to be idle", || async {
+        state_of(&admin, pid).await.as_deref() == Some("idle")
+    })
+    .await;
     assert!(fields[8].ends_with("+00"), "{line}");
 
     let (ok, out, err) = admin_psql(&proxy, PASSWORD, "SHOW STATS").await;
@@ -234,10 +242,10 @@ async fn pause_waits_for_open_transactions_and_holds_new_statements_until_resume
     let tx_pid: i32 = scalar(&in_tx, "SELECT pg_backend_pid()").await;
     let idle_pid: i32 = scalar(&idle, "SELECT pg_backend_pid()").await;
     in_tx.batch_execute("BEGIN; SELECT 1").await.unwrap();
-    assert_eq!(
-        state_of(&admin, tx_pid).await.as_deref(),
-        Some("idle in transaction")
-    );
+    wait_for("the session to be idle in transaction", || async {
+        state_of(&admin, tx_pid).await.as_deref() == Some("idle in transaction")
+    })
+    .await;
 
     // PAUSE answers only once the open transaction has ended.
     let committed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -377,4 +385,93 @@ async fn shutdown_from_the_console_stops_the_proxy() {
     .await;
     assert!(proxy.child.wait().unwrap().success());
     assert!(in_tx.simple_query("SELECT 3").await.is_err());
+}
+
+/// Parse/Bind/Execute (unnamed) of `sql`, then Flush: no Sync.
+fn extended_without_sync(sql: &str) -> Vec<u8> {
+    use pgbranch::protocol::put_message;
+    let mut out = Vec::new();
+    let mut parse = vec![0u8];
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(&[0, 0, 0]);
+    put_message(&mut out, b'P', &parse);
+    put_message(&mut out, b'B', &[0, 0, 0, 0, 0, 0, 0, 0]);
+    put_message(&mut out, b'E', &[0, 0, 0, 0, 0]);
+    put_message(&mut out, b'H', &[]);
+    out
+}
+
+#[tokio::test]
+async fn pause_counts_an_unsynced_extended_batch_as_a_transaction() {
+    let db = cluster().fresh_db();
+    let mut config = admin_config();
+    config.admin.pause_timeout = Duration::from_millis(300);
+    let proxy = start_proxy(config).await;
+    let admin = admin_client(&proxy).await;
+    let (mut raw, _) = raw::RawConn::connect(
+        proxy.port(),
+        &[("user", b"postgres"), ("database", db.as_bytes())],
+    )
+    .await;
+    // The implicit transaction holds an advisory lock until Sync.
+    raw.send(&extended_without_sync("SELECT pg_advisory_xact_lock(4242)"))
+        .await;
+    let mut tags = Vec::new();
+    while tags.last() != Some(&b'C') {
+        tags.push(raw.recv().await.0);
+    }
+    assert_eq!(tags, b"12DC");
+    wait_for("the batch to count as a transaction", || async {
+        rows(&admin, "SHOW CONNECTIONS").await[0][7] == "idle in transaction"
+    })
+    .await;
+    // PAUSE does not call that drained: it waits, then warns.
+    let (ok, _, err) = admin_psql(&proxy, PASSWORD, "PAUSE").await;
+    assert!(ok, "{err}");
+    assert!(err.contains("1 session(s) still in a transaction"), "{err}");
+    // Its Sync goes through (it ends a transaction), releasing the lock.
+    let mut sync = Vec::new();
+    pgbranch::protocol::put_message(&mut sync, b'S', &[]);
+    raw.send(&sync).await;
+    assert_eq!(raw.recv().await.0, b'Z');
+    let direct = connect(&cluster().direct(&db)).await;
+    let free: bool = scalar(&direct, "SELECT pg_try_advisory_xact_lock(4242)").await;
+    assert!(free, "the lock was released at Sync, during the pause");
+    rows(&admin, "RESUME").await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_held_client_that_leaves_ends_its_session_and_its_statement_never_runs() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(admin_config()).await;
+    let admin = admin_client(&proxy).await;
+    let direct = connect(&cluster().direct(&db)).await;
+    direct
+        .batch_execute("CREATE TABLE t (x int)")
+        .await
+        .unwrap();
+    let (mut raw, _) = raw::RawConn::connect(
+        proxy.port(),
+        &[("user", b"postgres"), ("database", db.as_bytes())],
+    )
+    .await;
+    rows(&admin, "PAUSE").await;
+    raw.send_query_bytes(b"INSERT INTO t VALUES (1)").await;
+    wait_for("the insert to be held", || async {
+        rows(&admin, "SHOW CONNECTIONS")
+            .await
+            .iter()
+            .any(|r| r[7] == "held")
+    })
+    .await;
+    drop(raw);
+    wait_for("the session to end", || async {
+        rows(&admin, "SHOW CONNECTIONS").await.is_empty()
+    })
+    .await;
+    rows(&admin, "RESUME").await;
+    let n: i64 = scalar(&direct, "SELECT count(*) FROM t").await;
+    assert_eq!(n, 0, "the held insert of a departed client ran");
+    proxy.stop().await;
 }

@@ -89,7 +89,7 @@ pub async fn authenticate(
         .roles
         .get(user)
         .cloned()
-        .unwrap_or_else(|| Verifier::mock(user, &ctx.admin_mock_key));
+        .unwrap_or_else(|| Verifier::mock(user, &roles.mock_key));
     client
         .write_all(&auth_message(auth::SASL, b"SCRAM-SHA-256\0\0"))
         .await?;

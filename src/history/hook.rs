@@ -330,6 +330,7 @@ impl HistoryHook {
             self.restore_after_alone = true;
             return ClientVerdict {
                 alone: true,
+                rewrites: verdict.rewrites | rewrite::PATH_RESTORE,
                 ..verdict
             };
         }

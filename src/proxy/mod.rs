@@ -21,11 +21,10 @@ use crate::config::Config;
 
 /// What every session of one proxy shares.
 pub struct ProxyContext {
-    /// The configuration in force (a reload replaces it).
-    config: RwLock<Arc<Config>>,
+    /// The configuration in force and the TLS it offers (a reload
+    /// replaces both at once).
+    live: RwLock<Arc<Live>>,
     pub connector: Arc<upstream::Connector>,
-    /// TLS offered to clients (a reload replaces it).
-    tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
     pub cancel: Arc<cancel::CancelMap>,
     pub hooks: Arc<dyn hooks::HookFactory>,
     pub metrics: Arc<crate::metrics::ProxyMetrics>,
@@ -33,13 +32,14 @@ pub struct ProxyContext {
     pub tunables: Arc<reload::Tunables>,
     /// The admin console's roles (reloadable).
     admin: RwLock<Arc<reload::AdminRoles>>,
-    /// Key of the mock SCRAM secrets for unknown admin roles.
-    pub admin_mock_key: [u8; 32],
     /// Established sessions and the PAUSE gate.
     pub sessions: Arc<sessions::Sessions>,
     /// How to read the configuration again (SIGHUP, RELOAD).
     pub(crate) reload_source: OnceLock<reload::ConfigSource>,
     pub(crate) log_reloader: OnceLock<reload::LogReloader>,
+    /// Statements are timed (the metrics hook is installed): decided at
+    /// start.
+    pub(crate) timed: bool,
     /// One reload at a time.
     pub(crate) reloading: std::sync::Mutex<()>,
     /// Per database: the versioned schemas its branches copy, as the
@@ -55,18 +55,22 @@ pub struct ProxyContext {
     pub force: CancellationToken,
 }
 
+/// What a reload replaces in one step.
+pub struct Live {
+    pub config: Arc<Config>,
+    /// TLS offered to clients (`None`: not offered).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 impl ProxyContext {
-    /// The configuration in force.
-    pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The configuration and TLS in force, read together.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// TLS offered to clients now.
-    pub fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
-        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.live().config.clone()
     }
 
     /// The admin console's roles now.

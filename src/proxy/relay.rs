@@ -500,6 +500,10 @@ pub struct Relay<'a> {
     slot: Option<std::sync::Arc<SessionSlot>>,
     /// The next statement waits for RESUME.
     paused: bool,
+    /// An extended-protocol message went out since the last
+    /// ReadyForQuery: PostgreSQL may hold an implicit transaction open even
+    /// when every response has arrived (no Sync yet).
+    unsynced: bool,
 }
 
 /// Parameters of a relay.
@@ -559,6 +563,7 @@ impl<'a> Relay<'a> {
             io: params.io,
             slot: params.slot,
             paused: false,
+            unsynced: false,
         }
     }
 
@@ -581,6 +586,38 @@ impl<'a> Relay<'a> {
             && self.u2c.idle()
     }
 
+    /// No transaction open, explicit or implicit, and nothing outstanding.
+    fn between_transactions(&self) -> bool {
+        self.pending.is_empty() && self.pending.tx_status == b'I' && !self.unsynced
+    }
+
+    /// While held by PAUSE: reads what the client sends into the buffer
+    /// (unframed) to notice it leaving.
+    fn poll_client_while_held(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayEnd>> {
+        loop {
+            let p = &mut self.c2u;
+            if p.end == p.buf.len() {
+                return Poll::Pending;
+            }
+            let mut rb = ReadBuf::new(&mut p.buf[p.end..]);
+            match Pin::new(&mut *self.client).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(RelayEnd::ClientError(e))),
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        return Poll::Ready(Err(RelayEnd::ClientClosed));
+                    }
+                    if let Some(m) = &self.io {
+                        m.bytes_from_clients
+                            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    p.end += n;
+                }
+            }
+        }
+    }
+
     /// Frames client bytes `[scanned, end)`.
     fn process_client(&mut self) -> Result<(), PgError> {
         let p = &mut self.c2u;
@@ -598,6 +635,12 @@ impl<'a> Relay<'a> {
                 ));
             }
             let total = 1 + len;
+            if matches!(
+                tag,
+                ft::PARSE | ft::BIND | ft::DESCRIBE | ft::EXECUTE | ft::CLOSE | ft::FLUSH
+            ) {
+                self.unsynced = true;
+            }
             if !self.interest.client[tag as usize] {
                 self.pending
                     .push_client_tag(tag, Owner::Client, StatementSet::default());
@@ -719,7 +762,10 @@ impl<'a> Relay<'a> {
             self.pending.advance(tag);
             let body = &p.buf[p.scanned + HEADER_LEN..p.scanned + total];
             match tag {
-                bt::READY_FOR_QUERY if !body.is_empty() => self.pending.tx_status = body[0],
+                bt::READY_FOR_QUERY if !body.is_empty() => {
+                    self.pending.tx_status = body[0];
+                    self.unsynced = false;
+                }
                 bt::ERROR_RESPONSE if error_is_fatal(body) => self.fatal_seen = true,
                 _ => {}
             }
@@ -815,12 +861,17 @@ impl<'a> Relay<'a> {
         }
         if self.c2u.scanned < self.c2u.end && !self.c2u.need_more {
             // PAUSE: a new statement outside a transaction waits.
-            if let Some(slot) = &self.slot {
-                self.paused = self.pending.is_empty()
-                    && self.pending.tx_status == b'I'
-                    && slot.gate().poll_open(cx).is_pending();
-                if self.paused {
-                    return Poll::Pending;
+            if self.slot.is_some() && self.between_transactions() {
+                let slot = self.slot.as_ref().expect("checked");
+                // Busy first, then the gate (PAUSE sets the gate, then
+                // reads the states): one of the two sees the other.
+                slot.mark_active();
+                if slot.gate().poll_open(cx).is_pending() {
+                    self.paused = true;
+                    slot.publish(SessionState::Held, None);
+                    // A client that leaves while held ends its session;
+                    // what it sent meanwhile waits in the buffer.
+                    return self.poll_client_while_held(cx);
                 }
             }
             self.process_client().map_err(RelayEnd::ProtocolViolation)?;
@@ -963,7 +1014,7 @@ impl Future for Relay<'_> {
                 SessionState::Held
             } else if !this.pending.is_empty() {
                 SessionState::Active
-            } else if this.pending.tx_status == b'I' {
+            } else if this.between_transactions() {
                 SessionState::Idle
             } else {
                 SessionState::InTransaction

@@ -67,13 +67,28 @@ impl Tunables {
 #[derive(Debug, Default)]
 pub struct AdminRoles {
     pub roles: std::collections::BTreeMap<String, Verifier>,
+    /// Key of the mock secrets for unknown roles: derived from the
+    /// configured secrets, so it is the same after a restart (an unknown
+    /// role's salt never changes, like a real one's) and unknown to anyone
+    /// who does not know them.
+    pub mock_key: [u8; 32],
 }
 
 impl AdminRoles {
     /// From a validated configuration (unparsable secrets are left out;
     /// `Config::validate` refuses them first).
     pub fn from_config(config: &Config) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"pgbranch admin console mock secrets\0");
+        for (name, secret) in &config.admin.roles {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(secret.as_bytes());
+            h.update([0]);
+        }
         Self {
+            mock_key: h.finalize().into(),
             roles: config
                 .admin
                 .roles
@@ -183,14 +198,40 @@ impl ProxyContext {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let mut new = source().map_err(|e| ReloadError::Invalid(e.to_string()))?;
         let old = self.config();
-        let needs_restart = restart_only(&old, &new);
+        let mut needs_restart = restart_only(&old, &new);
+        // Settings whose machinery was not started: they would change
+        // nothing until a restart.
+        let idle: &[(&'static str, bool)] = &[
+            (
+                "log.slow_statement_threshold",
+                !self.timed && old.log.slow_statement_threshold != new.log.slow_statement_threshold,
+            ),
+            (
+                "metrics.max_branch_labels",
+                old.metrics.listen.is_empty()
+                    && old.metrics.max_branch_labels != new.metrics.max_branch_labels,
+            ),
+            (
+                "metrics.drift_check_interval",
+                old.metrics.listen.is_empty()
+                    && old.metrics.drift_check_interval != new.metrics.drift_check_interval,
+            ),
+        ];
+        needs_restart.extend(idle.iter().filter(|(_, idle)| *idle).map(|(k, _)| *k));
+        if needs_restart.contains(&"log.slow_statement_threshold") {
+            new.log.slow_statement_threshold = old.log.slow_statement_threshold;
+        }
+        if old.metrics.listen.is_empty() {
+            new.metrics.max_branch_labels = old.metrics.max_branch_labels;
+            new.metrics.drift_check_interval = old.metrics.drift_check_interval;
+        }
         keep_restart_only(&old, &mut new);
         // Everything that can fail, before anything changes.
         let tls = client_tls(&new).map_err(ReloadError::Invalid)?;
         let mut applied: Vec<String> = settings(&old)
             .into_iter()
             .zip(settings(&new))
-            .filter(|(a, b)| a.value != b.value)
+            .filter(|(a, b)| a.value != b.value && !needs_restart.contains(&a.key))
             .map(|(a, _)| a.key.to_string())
             .collect();
         if old.admin.roles != new.admin.roles && !applied.iter().any(|k| k == "admin.roles") {
@@ -212,8 +253,10 @@ impl ProxyContext {
             .set_max_branch_labels(new.metrics.max_branch_labels);
         *self.admin.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(AdminRoles::from_config(&new));
-        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = tls;
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(super::Live {
+            config: Arc::new(new),
+            tls,
+        });
         Ok(ReloadReport {
             applied,
             needs_restart,

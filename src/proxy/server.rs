@@ -21,7 +21,7 @@ use super::reload::{
 use super::sessions::Sessions;
 use super::stream::Stream;
 use super::upstream::{Connector, UpstreamTarget};
-use super::{session, ProxyContext};
+use super::{session, Live, ProxyContext};
 use crate::config::Config;
 use crate::history::hook::HistoryHooks;
 use crate::metrics::hook::MetricsHooks;
@@ -116,16 +116,17 @@ impl Server {
         let proxy_metrics = ProxyMetrics::new(config.metrics.max_branch_labels);
         // Statements are timed only when someone can read the figures (or
         // slow ones are logged).
-        let hooks: Arc<dyn HookFactory> =
-            if config.metrics.listen.is_empty() && config.log.slow_statement_threshold.is_zero() {
-                hooks
-            } else {
-                Arc::new(MetricsHooks {
-                    inner: hooks,
-                    metrics: proxy_metrics.statements.clone(),
-                    tunables: tunables.clone(),
-                })
-            };
+        let timed =
+            !(config.metrics.listen.is_empty() && config.log.slow_statement_threshold.is_zero());
+        let hooks: Arc<dyn HookFactory> = if !timed {
+            hooks
+        } else {
+            Arc::new(MetricsHooks {
+                inner: hooks,
+                metrics: proxy_metrics.statements.clone(),
+                tunables: tunables.clone(),
+            })
+        };
         let target = UpstreamTarget::from_url(upstream_url).map_err(StartError::Upstream)?;
         let connector = Connector::new(target, &config.upstream, config.connect_timeout)
             .map_err(StartError::Upstream)?;
@@ -169,18 +170,20 @@ impl Server {
         };
         let admin = RwLock::new(Arc::new(AdminRoles::from_config(&config)));
         let ctx = Arc::new(ProxyContext {
-            config: RwLock::new(Arc::new(config)),
+            live: RwLock::new(Arc::new(Live {
+                config: Arc::new(config),
+                tls,
+            })),
             connector: Arc::new(connector),
-            tls: RwLock::new(tls),
             cancel: Arc::new(CancelMap::default()),
             hooks,
             metrics: proxy_metrics,
             tunables,
             admin,
-            admin_mock_key: rand::random(),
             sessions: Arc::new(Sessions::default()),
             reload_source: OnceLock::new(),
             log_reloader: OnceLock::new(),
+            timed,
             reloading: std::sync::Mutex::new(()),
             versioned_schemas: dashmap::DashMap::new(),
             default_paths: dashmap::DashMap::new(),

@@ -209,7 +209,10 @@ async fn handshake(
     let is_tcp = matches!(client, Stream::Tcp(_));
     // The certificate in force when the connection arrived (a reload
     // affects later connections).
-    let tls = ctx.tls();
+    // The certificate and TLS mode in force now, read together.
+    let live = ctx.live();
+    let tls = live.tls.clone();
+    let require_tls = live.config.tls.mode == ClientTlsMode::Require;
     // PostgreSQL 17 direct TLS: the first byte is a TLS handshake record.
     if let (Stream::Tcp(tcp), Some(acceptor)) = (&client, &tls) {
         let mut first = [0u8; 1];
@@ -269,7 +272,7 @@ async fn handshake(
             Ok(StartupPacket::Startup(m)) => break m,
         }
     };
-    match startup_checks(ctx, startup, &client, is_tcp) {
+    match startup_checks(startup, &client, is_tcp && require_tls) {
         Ok((startup, _)) if is_admin_console(ctx, &startup) => {
             let user = startup.get_str("user").unwrap_or_default();
             match crate::admin::console::authenticate(ctx, &mut client, &user).await {
@@ -302,14 +305,13 @@ fn is_admin_console(ctx: &ProxyContext, startup: &StartupMessage) -> bool {
 /// Applies the startup rules: TLS requirement, selection, unsupported
 /// parameters.
 fn startup_checks(
-    ctx: &ProxyContext,
     mut startup: StartupMessage,
     client: &Stream,
-    is_tcp: bool,
+    tls_required: bool,
 ) -> Result<(StartupMessage, Selection), PgError> {
     // Read parameters as the server will: the last occurrence wins.
     startup.keep_last_occurrences();
-    if ctx.config().tls.mode == ClientTlsMode::Require && is_tcp && !client.is_tls() {
+    if tls_required && !client.is_tls() {
         return Err(PgError::fatal(
             "28000",
             "pgbranch accepts only encrypted connections on TCP",

@@ -5,7 +5,7 @@
 //! writes it (its state, when the state changes), so recording costs no
 //! lock shared between connections. The admin console reads the slots.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
@@ -71,7 +71,14 @@ pub struct SessionSlot {
 
 impl SessionSlot {
     pub fn state(&self) -> SessionState {
-        SessionState::from_u8(self.state.load(Relaxed))
+        SessionState::from_u8(self.state.load(SeqCst))
+    }
+
+    /// About to forward a new statement: busy before the gate is checked
+    /// (SeqCst against [`PauseGate::pause`], which sets the gate and then
+    /// reads the states: one side always sees the other).
+    pub fn mark_active(&self) {
+        self.state.store(SessionState::Active as u8, SeqCst);
     }
 
     pub fn branch(&self) -> String {
@@ -92,7 +99,7 @@ impl SessionSlot {
         if self.state.load(Relaxed) == state as u8 {
             return;
         }
-        self.state.store(state as u8, Relaxed);
+        self.state.store(state as u8, SeqCst);
         if state == SessionState::Idle {
             if let Some(b) = branch {
                 let mut current = self.branch.lock().unwrap_or_else(|e| e.into_inner());
@@ -213,20 +220,20 @@ pub struct PauseGate {
 
 impl PauseGate {
     pub fn is_paused(&self) -> bool {
-        self.paused.load(Relaxed)
+        self.paused.load(SeqCst)
     }
 
     /// Returns false when already paused.
     pub fn pause(&self) -> bool {
         let _w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        !self.paused.swap(true, Relaxed)
+        !self.paused.swap(true, SeqCst)
     }
 
     /// Lets held sessions go on. Returns false when not paused.
     pub fn resume(&self) -> bool {
         let wakers = {
             let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            if !self.paused.swap(false, Relaxed) {
+            if !self.paused.swap(false, SeqCst) {
                 return false;
             }
             std::mem::take(&mut *w)

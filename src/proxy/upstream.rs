@@ -71,9 +71,68 @@ impl UpstreamTarget {
     }
 }
 
+/// `password=<value>` (any case, spaces around `=`, a quoted value) with
+/// the value replaced by `****`.
+fn mask_password_params(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(found) = lower[at..].find("password") {
+        let key_end = at + found + "password".len();
+        let rest = &text[key_end..];
+        let eq = rest.len() - rest.trim_start().len();
+        if !rest[eq..].starts_with('=') {
+            out.push_str(&text[at..key_end]);
+            at = key_end;
+            continue;
+        }
+        let value_start = key_end + eq + 1;
+        let value = &text[value_start..];
+        let value = &value[value.len() - value.trim_start().len()..];
+        let value_start = text.len() - value.len();
+        let value_len = if let Some(quoted) = value.strip_prefix('\'') {
+            // Up to the closing quote (backslash escapes skipped).
+            let mut i = 0;
+            let b = quoted.as_bytes();
+            while i < b.len() && b[i] != b'\'' {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            (i + 2).min(value.len())
+        } else {
+            value
+                .find(|c: char| c.is_whitespace() || c == '&')
+                .unwrap_or(value.len())
+        };
+        out.push_str(&text[at..value_start]);
+        out.push_str("****");
+        at = value_start + value_len;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
 /// Hides the password of a connection URL (`postgres://u:secret@h`) or
 /// key/value string (`password=secret`) for messages and logs.
 pub fn redact_password(url: &str) -> String {
+    // Wherever the parser finds a password (user info, `?password=`,
+    // `password = '...'`), its text goes first.
+    let parsed = url
+        .parse::<tokio_postgres::Config>()
+        .ok()
+        .and_then(|c| {
+            c.get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+        })
+        .filter(|p| !p.is_empty());
+    let masked;
+    let url = match parsed {
+        Some(p) => {
+            masked = url.replace(&p, "****");
+            masked.as_str()
+        }
+        None => url,
+    };
+    let url = &mask_password_params(url);
     if let Some(scheme_end) = url.find("://") {
         let rest = &url[scheme_end + 3..];
         let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -258,5 +317,27 @@ mod tests {
             "host=h password=**** port=1"
         );
         assert_eq!(redact_password("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn every_way_of_writing_a_password_is_masked() {
+        for url in [
+            "postgres://u@h/db?password=hunter2",
+            "postgres://u@h/db?sslmode=disable&PASSWORD=hunter2&x=1",
+            "host=h password = hunter2",
+            "host=h password='hunter2 with spaces' port=1",
+            "host=h password='it\\'s hunter2'",
+            "postgres://u:hunter2@h/db",
+            "postgres://u:hun%74er2@h/db",
+        ] {
+            let shown = redact_password(url);
+            assert!(!shown.contains("hunter2"), "{url} -> {shown}");
+            assert!(!shown.contains("hun%74er2"), "{url} -> {shown}");
+            assert!(shown.contains("****"), "{url} -> {shown}");
+        }
+        assert_eq!(
+            redact_password("host=h password='a b' port=1"),
+            "host=h password=**** port=1"
+        );
     }
 }

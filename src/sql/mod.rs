@@ -8,6 +8,7 @@
 pub mod classify;
 pub mod lexer;
 pub mod rewrite;
+pub mod timetravel;
 
 pub use classify::{classify, is_ddl, may_contain_ddl, Action, Ddl, ObjectType};
 pub use lexer::{split_statements, Lexer, Statements, Token, TokenKind};
