@@ -149,3 +149,226 @@ async fn alter_table_add_and_drop_system_versioning_through_the_proxy() {
     assert_eq!(code(&e), "42501", "{e}");
     proxy.stop().await;
 }
+
+/// One moment of the workload: the database's time, and the rows then.
+struct Moment {
+    at: String,
+    rows: Vec<(i32, String, i64)>,
+}
+
+/// The rows of `orders` now, as (id, client, qty), and the time, read in
+/// one transaction: versions committed before it began are valid at that
+/// time.
+async fn snapshot(c: &tokio_postgres::Client, client_col: &str) -> Moment {
+    c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .unwrap();
+    let at: String = scalar(c, "SELECT now()::text").await;
+    let rows = c
+        .query(
+            &format!("SELECT id, {client_col}, qty::bigint FROM orders ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    c.batch_execute("COMMIT").await.unwrap();
+    Moment { at, rows }
+}
+
+fn rows_of(rows: &[tokio_postgres::Row]) -> Vec<(i32, String, i64)> {
+    rows.iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_as_of_answer_matches_the_truth_captured_at_the_time() {
+    use futures_util::SinkExt;
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(test_config()).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, customer text NOT NULL, qty int NOT NULL, note text)",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("ALTER TABLE orders ADD SYSTEM VERSIONING")
+        .await
+        .unwrap();
+    let mut moments = vec![snapshot(&c, "customer").await];
+    let steps: &[&str] = &[
+        "INSERT INTO orders VALUES (1, 'ann', 1, 'a'), (2, 'bob', 2, 'b'), (3, 'cy', 3, 'c'), (4, 'di', 4, 'd'), (5, 'ed', 5, 'e')",
+        "UPDATE orders SET qty = qty * 10 WHERE id IN (1, 2)",
+        "DELETE FROM orders WHERE id = 3",
+        "UPDATE orders SET id = 40 WHERE id = 4",
+        "BEGIN; INSERT INTO orders VALUES (6, 'fay', 6, NULL); UPDATE orders SET qty = 66 WHERE id = 6; UPDATE orders SET qty = 11 WHERE id = 1; DELETE FROM orders WHERE id = 2; COMMIT",
+        "BEGIN; UPDATE orders SET qty = 0; DELETE FROM orders; ROLLBACK",
+        "INSERT INTO orders VALUES (1, 'ann', 111, NULL), (7, 'gus', 7, NULL) ON CONFLICT (id) DO UPDATE SET qty = excluded.qty",
+        "MERGE INTO orders o USING (VALUES (5, 55), (8, 8)) v(id, qty) ON o.id = v.id
+         WHEN MATCHED THEN UPDATE SET qty = v.qty
+         WHEN NOT MATCHED THEN INSERT VALUES (v.id, 'hal', v.qty, NULL)",
+    ];
+    for step in steps {
+        c.batch_execute(step).await.unwrap();
+        moments.push(snapshot(&c, "customer").await);
+    }
+    // COPY FROM STDIN.
+    let sink = c
+        .copy_in("COPY orders (id, customer, qty) FROM STDIN")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"9\tivy\t9\n10\tjo\t10\n"))
+        .await
+        .unwrap();
+    sink.as_mut().finish().await.unwrap();
+    moments.push(snapshot(&c, "customer").await);
+    c.batch_execute("TRUNCATE orders").await.unwrap();
+    moments.push(snapshot(&c, "customer").await);
+    c.batch_execute("INSERT INTO orders VALUES (1, 'ann', 1000, NULL), (2, 'bob', 2000, NULL)")
+        .await
+        .unwrap();
+    moments.push(snapshot(&c, "customer").await);
+    // Schema changes through the proxy: history follows today's columns.
+    c.batch_execute("ALTER TABLE orders ADD COLUMN region text")
+        .await
+        .unwrap();
+    c.batch_execute("UPDATE orders SET region = 'north' WHERE id = 1")
+        .await
+        .unwrap();
+    let region_at = moments.len();
+    moments.push(snapshot(&c, "customer").await);
+    c.batch_execute("ALTER TABLE orders RENAME COLUMN customer TO client")
+        .await
+        .unwrap();
+    c.batch_execute("ALTER TABLE orders DROP COLUMN note")
+        .await
+        .unwrap();
+    c.batch_execute("ALTER TABLE orders ALTER COLUMN qty TYPE bigint")
+        .await
+        .unwrap();
+    c.batch_execute("UPDATE orders SET qty = qty + 1 WHERE id = 2")
+        .await
+        .unwrap();
+    moments.push(snapshot(&c, "client").await);
+
+    // Every moment, through every syntax, in both protocols.
+    for (i, m) in moments.iter().enumerate() {
+        let at = &m.at;
+        for form in [
+            format!("FROM orders AS OF TIMESTAMP '{at}'"),
+            format!("FROM orders FOR SYSTEM_TIME AS OF '{at}'"),
+            format!(
+                "FROM public.orders FOR SYSTEM_TIME AS OF TIMESTAMP '{at}'::timestamptz AS orders"
+            ),
+        ] {
+            let sql = format!("SELECT id, client, qty FROM (SELECT * {form}) s ORDER BY id");
+            let simple: Vec<(i32, String, i64)> = c
+                .simple_query(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some((
+                        r.get(0).unwrap().parse().unwrap(),
+                        r.get(1).unwrap().to_string(),
+                        r.get(2).unwrap().parse().unwrap(),
+                    )),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(simple, m.rows, "moment {i}, simple: {sql}");
+            let extended = rows_of(&c.query(&sql, &[]).await.unwrap());
+            assert_eq!(extended, m.rows, "moment {i}, extended: {sql}");
+        }
+        // A bind parameter as the time; a join; a CTE.
+        let bound = rows_of(
+            &c.query(
+                "SELECT o.id, o.client, o.qty FROM orders FOR SYSTEM_TIME AS OF $1::text o ORDER BY o.id",
+                &[at],
+            )
+            .await
+            .unwrap(),
+        );
+        assert_eq!(bound, m.rows, "moment {i}, bound");
+        let joined = rows_of(
+            &c.query(
+                &format!(
+                    "WITH past AS (SELECT * FROM orders AS OF TIMESTAMP '{at}')
+                     SELECT t.id, t.client, t.qty FROM past t JOIN orders FOR SYSTEM_TIME AS OF '{at}' u ON u.id = t.id ORDER BY t.id"
+                ),
+                &[],
+            )
+            .await
+            .unwrap(),
+        );
+        assert_eq!(joined, m.rows, "moment {i}, joined");
+        // A column that did not exist yet reads NULL.
+        let regions: i64 = scalar(
+            &c,
+            &format!("SELECT count(region) FROM orders AS OF TIMESTAMP '{at}'"),
+        )
+        .await;
+        assert_eq!(regions, i64::from(i >= region_at), "moment {i}, regions");
+    }
+    // Ranges and ALL expose each version's validity.
+    let versions: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM orders FOR SYSTEM_TIME ALL WHERE id = 1",
+    )
+    .await;
+    assert!(versions >= 6, "{versions}");
+    let first = &moments[1].at;
+    let last = &moments.last().unwrap().at;
+    let spans: Vec<String> = column(
+        &c,
+        &format!(
+            "SELECT qty || ' ' || (pgbranch_valid_to = 'infinity') FROM orders FOR SYSTEM_TIME BETWEEN '{first}' AND '{last}' WHERE id = 2 ORDER BY pgbranch_valid_from"
+        ),
+    )
+    .await;
+    assert_eq!(
+        spans,
+        ["2 false", "20 false", "2000 false", "2001 true"],
+        "bob's versions"
+    );
+    let before: i64 = scalar(
+        &c,
+        &format!("SELECT count(*) FROM orders FOR SYSTEM_TIME FROM '{first}' TO '{first}'"),
+    )
+    .await;
+    // FROM a TO b: versions that began before b and ended after a; with
+    // a = b, the rows valid at a (none began exactly then).
+    assert_eq!(before, moments[1].rows.len() as i64, "FROM a TO a");
+    // The time before history began, and a table without history.
+    let e = c
+        .query(
+            "SELECT * FROM orders AS OF TIMESTAMP now() - interval '1 day'",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22023");
+    assert!(message(&e).contains("has no history before"), "{e:?}");
+    c.batch_execute("CREATE TABLE plain (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let e = c
+        .simple_query("SELECT * FROM plain AS OF TIMESTAMP now()")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55000");
+    assert!(
+        message(&e).contains("system versioning is not enabled"),
+        "{e:?}"
+    );
+    let e = c
+        .simple_query("SELECT * FROM orders FOR SYSTEM_TIME SOMETIME")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42601", "{e:?}");
+    proxy.stop().await;
+}

@@ -391,24 +391,60 @@ impl HistoryHook {
                 ..ClientVerdict::default()
             };
         }
+        // AS OF clauses become calls of the history functions.
+        let travelled = match self.time_travel(sql) {
+            Ok(t) => t,
+            Err(e) => {
+                return ClientVerdict {
+                    replace: Some(query_message(&branch_commands::raise_sql(&e))),
+                    positions: Some(Arc::new(all_ours())),
+                    rewrites: rewrite::TIME_TRAVEL,
+                    ..ClientVerdict::default()
+                }
+            }
+        };
+        let sql: &[u8] = travelled.as_deref().unwrap_or(sql);
         // A branch session names its schemas' copies.
         let mapped = self
             .schemas
             .as_ref()
-            .and_then(|m| rewrite_schemas(sql, m, self.standard_strings));
-        let Some(mapped) = mapped else {
+            .and_then(|m| rewrite_schemas(sql, m, self.standard_strings))
+            .map(|m| m.sql);
+        let mut kinds = 0;
+        if travelled.is_some() {
+            kinds |= rewrite::TIME_TRAVEL;
+        }
+        if mapped.is_some() {
+            kinds |= rewrite::BRANCH_NAMES;
+        }
+        let Some(mut text) = mapped.or_else(|| travelled.clone()) else {
             return self.on_query_text(sql);
         };
-        let mut verdict = self.on_query_text(&mapped.sql);
+        let mut verdict = self.on_query_text(&text);
         if verdict.replace.is_none() {
-            let mut message = Vec::with_capacity(mapped.sql.len() + 6);
-            let mut text = mapped.sql;
+            let mut message = Vec::with_capacity(text.len() + 6);
             text.push(0);
             crate::protocol::put_message(&mut message, ft::QUERY, &text);
             verdict.replace = Some(message);
         }
-        verdict.rewrites |= rewrite::BRANCH_NAMES;
+        verdict.rewrites |= kinds;
         verdict
+    }
+
+    /// The text with its AS OF / FOR SYSTEM_TIME clauses rewritten
+    /// (`None`: it has none), or why it cannot be.
+    fn time_travel(&self, sql: &[u8]) -> Result<Option<Vec<u8>>, branch_commands::Invalid> {
+        if !crate::sql::timetravel::mentions_time_travel(sql) {
+            return Ok(None);
+        }
+        match crate::sql::timetravel::rewrite(sql, self.standard_strings) {
+            Ok(r) => Ok(r.map(|r| r.sql)),
+            Err(e) => Err(branch_commands::Invalid {
+                code: "42601",
+                message: format!("pgbranch: {}", e.message),
+                hint: None,
+            }),
+        }
     }
 
     fn on_query_text(&mut self, sql: &[u8]) -> ClientVerdict {
@@ -594,12 +630,28 @@ impl HistoryHook {
                 ..ClientVerdict::default()
             };
         }
+        let travelled = match self.time_travel(sql) {
+            Ok(t) => t,
+            Err(e) => {
+                return ClientVerdict {
+                    replace: Some(parse_message(branch_commands::raise_sql(&e).as_bytes())),
+                    positions: Some(Arc::new(all_ours())),
+                    rewrites: rewrite::TIME_TRAVEL,
+                    ..ClientVerdict::default()
+                }
+            }
+        };
+        let sql: &[u8] = travelled.as_deref().unwrap_or(sql);
         let mapped = self
             .schemas
             .as_ref()
             .and_then(|m| rewrite_schemas(sql, m, self.standard_strings));
         let sql: &[u8] = mapped.as_ref().map_or(sql, |m| &m.sql);
         let mut verdict = ClientVerdict::forward();
+        if travelled.is_some() {
+            verdict.replace = Some(parse_message(sql));
+            verdict.rewrites |= rewrite::TIME_TRAVEL;
+        }
         if may_contain_ddl(sql) {
             // A prepared statement holds one statement at most.
             let ranges = self.split(sql);

@@ -17,7 +17,9 @@ use std::time::Instant;
 
 use super::stmt::{BranchSession, Kind, Protocol, StatementMetrics};
 use crate::protocol::{backend_tag as bt, frontend_tag as ft, take_cstr};
-use crate::proxy::hooks::{ClientVerdict, HookFactory, Injected, SessionHook, SessionInfo};
+use crate::proxy::hooks::{
+    rewrite, ClientVerdict, HookFactory, Injected, SessionHook, SessionInfo,
+};
 use crate::proxy::reload::Tunables;
 use crate::sql::classify::{classify, Action};
 use crate::sql::lexer::{Lexer, Statements};
@@ -306,11 +308,17 @@ impl MetricsHook {
         }
     }
 
-    fn observe_client(&mut self, tag: u8, body: &[u8], start: Instant) {
+    /// `rewrites`: what the inner hook did to the message.
+    fn observe_client(&mut self, tag: u8, body: &[u8], start: Instant, rewrites: u8) {
+        let time_travel = rewrites & rewrite::TIME_TRAVEL != 0;
         match tag {
             ft::QUERY => {
                 let sql = take_cstr(body).map_or(body, |(s, _)| s);
-                let kind = statement_kind(sql);
+                let kind = if time_travel {
+                    Kind::TimeTravel
+                } else {
+                    statement_kind(sql)
+                };
                 let mut prepared = Prepared {
                     kind,
                     action: None,
@@ -330,7 +338,11 @@ impl MetricsHook {
             ft::PARSE => {
                 if let Some((name, rest)) = take_cstr(body) {
                     let sql = take_cstr(rest).map_or(rest, |(s, _)| s);
-                    let kind = statement_kind(sql);
+                    let kind = if time_travel {
+                        Kind::TimeTravel
+                    } else {
+                        statement_kind(sql)
+                    };
                     let action = if kind == Kind::Ddl {
                         classify(sql).map(|d| {
                             if d.identity.is_empty() {
@@ -485,7 +497,7 @@ impl SessionHook for MetricsHook {
         if verdict.rewrites != 0 {
             self.metrics.rewritten(verdict.rewrites);
         }
-        self.observe_client(tag, body, start);
+        self.observe_client(tag, body, start, verdict.rewrites);
         let spent = start.elapsed().as_nanos() as u64;
         match self.in_flight.back_mut() {
             Some(e) if matches!(tag, ft::QUERY | ft::EXECUTE) => e.overhead_ns += spent,

@@ -349,7 +349,7 @@ pub struct StatementMetrics {
     pub bytes_to_clients: AtomicU64,
     errors: Box<[AtomicU64]>,
     /// Per kind of [`rewrite`] (the order of `rewrite::KINDS`).
-    rewrites: [AtomicU64; 5],
+    rewrites: [AtomicU64; 6],
     unparsed: AtomicU64,
 }
 
@@ -526,7 +526,7 @@ impl StatementMetrics {
             }
         }
 
-        out.push_str("# HELP pgbranch_rewrites_total Client messages pgbranch changed before forwarding them, by kind: branch_names (schema names mapped to a branch's copies), command (pgbranch commands answered through its SQL functions), history (DDL wrapped with its recording), path_restore (a branch session's search_path restored after RESET/DISCARD), refused (DDL on a protected branch replaced by its refusal).\n");
+        out.push_str("# HELP pgbranch_rewrites_total Client messages pgbranch changed before forwarding them, by kind: branch_names (schema names mapped to a branch's copies), command (pgbranch commands answered through its SQL functions), history (DDL wrapped with its recording), path_restore (a branch session's search_path restored after RESET/DISCARD), refused (DDL on a protected branch replaced by its refusal), time_travel (AS OF / FOR SYSTEM_TIME clauses turned into history functions).\n");
         out.push_str("# TYPE pgbranch_rewrites_total counter\n");
         for (i, (_, label)) in rewrite::KINDS.iter().enumerate() {
             let _ = writeln!(

@@ -69,13 +69,16 @@ pub mod rewrite {
     pub const PATH_RESTORE: u8 = 8;
     /// DDL on a protected branch replaced by its refusal.
     pub const REFUSED: u8 = 16;
+    /// AS OF / FOR SYSTEM_TIME clauses turned into history functions.
+    pub const TIME_TRAVEL: u8 = 32;
     /// Every kind with its label.
-    pub const KINDS: [(u8, &str); 5] = [
+    pub const KINDS: [(u8, &str); 6] = [
         (BRANCH_NAMES, "branch_names"),
         (COMMAND, "command"),
         (HISTORY, "history"),
         (PATH_RESTORE, "path_restore"),
         (REFUSED, "refused"),
+        (TIME_TRAVEL, "time_travel"),
     ];
 }
 
