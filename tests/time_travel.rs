@@ -372,3 +372,88 @@ async fn every_as_of_answer_matches_the_truth_captured_at_the_time() {
     assert_eq!(code(&e), "42601", "{e:?}");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn an_as_of_session_sees_every_versioned_table_then_and_writes_nothing() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(test_config()).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.batch_execute(
+        "CREATE TABLE acct (id int PRIMARY KEY, balance int);
+         CREATE TABLE plain (id int PRIMARY KEY, label text);
+         CREATE SEQUENCE tick;
+         INSERT INTO acct VALUES (1, 10), (2, 20);
+         INSERT INTO plain VALUES (1, 'live-one'), (2, 'live-two')",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("ALTER TABLE acct ADD SYSTEM VERSIONING")
+        .await
+        .unwrap();
+    let then = snapshot_time(&c).await;
+    c.batch_execute("UPDATE acct SET balance = balance * 100; DELETE FROM acct WHERE id = 2; INSERT INTO acct VALUES (3, 30)")
+        .await
+        .unwrap();
+    // Options cannot hold a space unescaped: ISO 8601 with a T.
+    let at = then.replace(' ', "T");
+    let past = connect(&format!(
+        "{} options='-c as_of={at}'",
+        proxy.conn_str("postgres", &db)
+    ))
+    .await;
+    // The application's own SQL, unchanged, sees the past.
+    let q = "SELECT a.id || ':' || a.balance || ':' || coalesce(p.label, '-') FROM acct a LEFT JOIN plain p USING (id) ORDER BY a.id";
+    let simple: Vec<String> = past
+        .simple_query(q)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    // acct as it was; plain (not versioned) as it is.
+    assert_eq!(simple, ["1:10:live-one", "2:20:live-two"]);
+    let extended: Vec<String> = column(&past, q).await;
+    assert_eq!(extended, simple);
+    // Live sessions are unaffected.
+    let live: Vec<String> = column(&c, q).await;
+    assert_eq!(live, ["1:1000:live-one", "3:30:-"]);
+    // Writes are refused with 25006, naming the time.
+    for write in [
+        "INSERT INTO acct VALUES (9, 9)",
+        "UPDATE plain SET label = 'x'",
+        "CREATE TABLE nope (id int)",
+    ] {
+        let e = past.simple_query(write).await.unwrap_err();
+        assert_eq!(code(&e), "25006", "{write}: {e:?}");
+        assert!(message(&e).contains("read-only session as of"), "{e:?}");
+        let e = past.execute(write, &[]).await.unwrap_err();
+        assert_eq!(code(&e), "25006", "{write} (extended): {e:?}");
+    }
+    // A write the proxy cannot see is refused by PostgreSQL itself.
+    let e = past
+        .simple_query("SELECT nextval('tick')")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "25006", "{e:?}");
+    assert!(message(&e).contains("read-only transaction"), "{e:?}");
+    // An as_of that is not a time ends the connection with the reason.
+    let bad = tokio_postgres::connect(
+        &format!(
+            "{} options='-c as_of=yesterdayish'",
+            proxy.conn_str("postgres", &db)
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await;
+    let e = bad.err().expect("refused");
+    assert_eq!(code(&e), "22007", "{e:?}");
+    proxy.stop().await;
+}
+
+/// The database's time after everything committed so far.
+async fn snapshot_time(c: &tokio_postgres::Client) -> String {
+    scalar(c, "SELECT now()::text").await
+}

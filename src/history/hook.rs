@@ -91,6 +91,8 @@ pub struct HistoryHook {
     schemas: Option<SchemaMap>,
     /// `branches.protected`, as last reloaded.
     tunables: Arc<Tunables>,
+    /// An as-of session: its time as an SQL literal, and as text.
+    as_of: Option<(String, String)>,
     /// The branch selected at connect time (`RESET pgbranch.branch`).
     connect_branch: String,
     /// A `SET pgbranch.branch` whose answer is coming.
@@ -130,6 +132,11 @@ impl HistoryHook {
         Self {
             schemas: (!info.schemas.is_empty()).then(|| SchemaMap::new(info.schemas.clone())),
             tunables,
+            as_of: info.as_of.as_ref().map(|at| {
+                let literal =
+                    String::from_utf8_lossy(&record::dollar_quote(at.as_bytes())).into_owned();
+                (literal, at.clone())
+            }),
             connect_branch: info.branch.clone(),
             switch: None,
             reset_path: info.reset_path.clone(),
@@ -358,6 +365,14 @@ impl HistoryHook {
     }
 
     fn on_query_inner(&mut self, sql: &[u8]) -> ClientVerdict {
+        if let Some(e) = self.as_of_refusal(sql) {
+            return ClientVerdict {
+                replace: Some(query_message(&branch_commands::raise_sql(&e))),
+                positions: Some(Arc::new(all_ours())),
+                rewrites: rewrite::REFUSED,
+                ..ClientVerdict::default()
+            };
+        }
         let command = branch_commands::parse(sql);
         if let Some(Ok(branch_commands::Command::Switch(to))) = command {
             let mut verdict = self.on_switch(sql, to);
@@ -431,13 +446,35 @@ impl HistoryHook {
         verdict
     }
 
+    /// In an as-of session, the refusal of a statement of `sql` that
+    /// writes.
+    fn as_of_refusal(&self, sql: &[u8]) -> Option<branch_commands::Invalid> {
+        let (_, at) = self.as_of.as_ref()?;
+        let command = self
+            .split(sql)
+            .into_iter()
+            .find_map(|r| crate::timetravel::write_command(&sql[r]))?;
+        Some(branch_commands::Invalid {
+            code: "25006",
+            message: format!(
+                "cannot execute {command} in a read-only session as of {at}"
+            ),
+            hint: Some("An as-of session shows the past and changes nothing; connect without as_of to write.".into()),
+        })
+    }
+
     /// The text with its AS OF / FOR SYSTEM_TIME clauses rewritten
-    /// (`None`: it has none), or why it cannot be.
+    /// (`None`: it has none), or why it cannot be. In an as-of session,
+    /// every table is read as of the session's time.
     fn time_travel(&self, sql: &[u8]) -> Result<Option<Vec<u8>>, branch_commands::Invalid> {
-        if !crate::sql::timetravel::mentions_time_travel(sql) {
-            return Ok(None);
-        }
-        match crate::sql::timetravel::rewrite(sql, self.standard_strings) {
+        let rewritten = match &self.as_of {
+            Some((literal, _)) => {
+                crate::sql::timetravel::rewrite_session(sql, self.standard_strings, literal)
+            }
+            None if !crate::sql::timetravel::mentions_time_travel(sql) => return Ok(None),
+            None => crate::sql::timetravel::rewrite(sql, self.standard_strings),
+        };
+        match rewritten {
             Ok(r) => Ok(r.map(|r| r.sql)),
             Err(e) => Err(branch_commands::Invalid {
                 code: "42601",
@@ -627,6 +664,14 @@ impl HistoryHook {
                 replace: Some(parse_message(rewritten.as_bytes())),
                 positions: Some(Arc::new(all_ours())),
                 rewrites: rewrite::COMMAND,
+                ..ClientVerdict::default()
+            };
+        }
+        if let Some(e) = self.as_of_refusal(sql) {
+            return ClientVerdict {
+                replace: Some(parse_message(branch_commands::raise_sql(&e).as_bytes())),
+                positions: Some(Arc::new(all_ours())),
+                rewrites: rewrite::REFUSED,
                 ..ClientVerdict::default()
             };
         }

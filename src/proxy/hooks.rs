@@ -310,6 +310,8 @@ pub struct SessionInfo {
     /// A search_path set at session level at startup (the one in the
     /// startup packet was wrong): RESET and DISCARD must return to it.
     pub reset_path: Option<String>,
+    /// An as-of session: its time (absolute, as the server printed it).
+    pub as_of: Option<String>,
 }
 
 /// Factory for [`NoHook`].

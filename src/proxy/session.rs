@@ -337,12 +337,10 @@ fn startup_checks(
         }
     }
     let selection = selection::extract(&mut startup)?;
-    if let Some(as_of) = &selection.as_of {
-        return Err(PgError::fatal(
-            "0A000",
-            format!("as-of sessions are not available in this pgbranch version (as_of = {as_of})"),
-        )
-        .with_hint("connect without an as_of selection"));
+    if selection.as_of.is_some() {
+        // Read-only from the first statement; the proxy also refuses
+        // writes it can see, naming the as-of time.
+        startup.set("default_transaction_read_only", b"on".to_vec());
     }
     Ok((startup, selection))
 }
@@ -527,6 +525,24 @@ async fn connect_and_authenticate(
                         Err(EnterError::Handshake(e)) => return Err(e),
                     }
                 }
+                // An as-of session: its time, made absolute ('now' is
+                // fixed at connect), or a FATAL saying why it is invalid.
+                let mut as_of = None;
+                if let Some(text) = &selection.as_of {
+                    match run_startup_query(&mut upstream, &mut reader, &as_of_query(text)).await? {
+                        Ok((rows, ready)) => {
+                            as_of = rows.into_iter().next().and_then(|r| r.into_iter().next());
+                            body = ready;
+                        }
+                        Err(error) => {
+                            to_client.extend_from_slice(&as_fatal(&error));
+                            let _ = client.write_all(&to_client).await;
+                            let _ = client.flush().await;
+                            ctx.metrics.refused(Refusal::Rejected);
+                            return Err(HandshakeError::Done);
+                        }
+                    }
+                }
                 put_message(&mut to_client, tag, &body);
                 client.write_all(&to_client).await?;
                 client.flush().await?;
@@ -534,6 +550,7 @@ async fn connect_and_authenticate(
                     .auth_seconds
                     .record(started.elapsed().as_secs_f64());
                 let info = SessionInfo {
+                    as_of,
                     user,
                     database,
                     branch: selection.branch,
@@ -557,6 +574,13 @@ async fn connect_and_authenticate(
             _ => put_message(&mut to_client, tag, &body),
         }
     }
+}
+
+/// The as-of time `text` (any timestamptz input) made absolute.
+fn as_of_query(text: &str) -> Vec<u8> {
+    let literal = String::from_utf8_lossy(&crate::history::record::dollar_quote(text.as_bytes()))
+        .into_owned();
+    crate::protocol::query_message(&format!("SELECT ({literal})::timestamptz::text"))
 }
 
 /// Why a branch session could not start.

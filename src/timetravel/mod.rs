@@ -4,3 +4,72 @@
 //! by [`crate::sql::timetravel`].
 
 pub mod commands;
+
+use crate::sql::lexer::{Lexer, TokenKind};
+
+/// What an as-of session refuses in a statement: the command, when the
+/// statement writes (INSERT, UPDATE, DELETE, MERGE, TRUNCATE, COPY ...
+/// FROM, REFRESH, and schema changes). PostgreSQL's own read-only
+/// transaction is the backstop for the rest (functions that write, a
+/// data-modifying WITH).
+pub fn write_command(stmt: &[u8]) -> Option<String> {
+    let mut tokens = Lexer::new(stmt);
+    let first = tokens.next()?;
+    if first.kind != TokenKind::Word {
+        return None;
+    }
+    let word = String::from_utf8_lossy(first.text).to_ascii_uppercase();
+    match word.as_str() {
+        "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "TRUNCATE" | "REFRESH" => Some(word),
+        "COPY" => {
+            // COPY name [(columns)] FROM ... writes; COPY (query) TO and
+            // COPY name TO read.
+            let mut depth = 0usize;
+            for t in tokens {
+                if t.is_punct(b'(') {
+                    depth += 1;
+                } else if t.is_punct(b')') {
+                    depth = depth.saturating_sub(1);
+                } else if depth == 0 && t.is_word("from") {
+                    return Some("COPY FROM".into());
+                } else if depth == 0 && t.is_word("to") {
+                    return None;
+                }
+            }
+            None
+        }
+        _ if crate::sql::classify::is_ddl(stmt) => {
+            Some(crate::sql::classify::classify(stmt).map_or(word, |d| d.tag))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_named_and_reads_pass() {
+        for (sql, refused) in [
+            ("insert into t values (1)", Some("INSERT")),
+            ("UPDATE t SET a = 1", Some("UPDATE")),
+            ("delete from t", Some("DELETE")),
+            (
+                "MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE",
+                Some("MERGE"),
+            ),
+            ("truncate t", Some("TRUNCATE")),
+            ("COPY t (a, b) FROM STDIN", Some("COPY FROM")),
+            ("CREATE TABLE x (a int)", Some("CREATE TABLE")),
+            ("SELECT * INTO newt FROM t", Some("SELECT")),
+            ("COPY t TO STDOUT", None),
+            ("COPY (SELECT * FROM t) TO STDOUT", None),
+            ("SELECT * FROM t", None),
+            ("SHOW search_path", None),
+            ("BEGIN", None),
+        ] {
+            assert_eq!(write_command(sql.as_bytes()).as_deref(), refused, "{sql}");
+        }
+    }
+}
