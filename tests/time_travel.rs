@@ -457,3 +457,78 @@ async fn an_as_of_session_sees_every_versioned_table_then_and_writes_nothing() {
 async fn snapshot_time(c: &tokio_postgres::Client) -> String {
     scalar(c, "SELECT now()::text").await
 }
+
+#[tokio::test]
+async fn restore_table_brings_a_moment_back_as_new_history_and_drop_keeps_history() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(test_config()).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.batch_execute(
+        "CREATE TABLE item (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, doubled int GENERATED ALWAYS AS (n * 2) STORED, n int);
+         INSERT INTO item (name, n) VALUES ('a', 1), ('b', 2), ('c', 3)",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("ALTER TABLE item ADD SYSTEM VERSIONING")
+        .await
+        .unwrap();
+    let good = snapshot_time(&c).await;
+    let rows = "SELECT id || ':' || name || ':' || n || ':' || doubled FROM item ORDER BY id";
+    let before: Vec<String> = column(&c, rows).await;
+    // The bad change.
+    c.batch_execute("UPDATE item SET n = 0 WHERE id = 1; DELETE FROM item WHERE id = 2; INSERT INTO item (name, n) VALUES ('z', 26)")
+        .await
+        .unwrap();
+    let bad = snapshot_time(&c).await;
+    let after_bad: Vec<String> = column(&c, rows).await;
+    let said: String = scalar(&c, &format!("RESTORE TABLE item TO TIMESTAMP '{good}'")).await;
+    assert!(said.contains("1 deleted, 1 updated, 1 inserted"), "{said}");
+    assert_eq!(column::<String>(&c, rows).await, before);
+    // The restore is history too: it can be undone.
+    c.batch_execute(&format!("RESTORE TABLE item TO '{bad}'"))
+        .await
+        .unwrap();
+    assert_eq!(column::<String>(&c, rows).await, after_bad);
+    // In a transaction block, rolled back: nothing changes.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute(&format!("RESTORE TABLE item TO '{good}'"))
+        .await
+        .unwrap();
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(column::<String>(&c, rows).await, after_bad);
+    c.execute(&format!("RESTORE TABLE item TO '{good}'"), &[])
+        .await
+        .unwrap();
+    assert_eq!(column::<String>(&c, rows).await, before);
+    let e = c
+        .simple_query("RESTORE TABLE item TO now() - interval '1 year'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22023");
+
+    // DROP TABLE: the table goes, its history stays (and is marked so).
+    let now = snapshot_time(&c).await;
+    c.batch_execute("CREATE TABLE other (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.batch_execute("ALTER TABLE other ADD SYSTEM VERSIONING")
+        .await
+        .unwrap();
+    c.batch_execute("DROP TABLE item").await.unwrap();
+    let dropped: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM pgbranch.versioned_tables WHERE relid IS NULL AND dropped_at IS NOT NULL AND table_name = 'public.item'",
+    )
+    .await;
+    assert_eq!(dropped, 1);
+    let kept: i64 = scalar(
+        &c,
+        &format!("SELECT count(*) FROM pgbranch_history.item_1 WHERE pgbranch_valid_from <= '{now}' AND pgbranch_valid_to > '{now}'"),
+    )
+    .await;
+    assert_eq!(kept, 3);
+    // The other versioned table still answers AS OF.
+    let n: i64 = scalar(&c, "SELECT count(*) FROM other AS OF TIMESTAMP now()").await;
+    assert_eq!(n, 0);
+    proxy.stop().await;
+}

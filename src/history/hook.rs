@@ -579,6 +579,16 @@ impl HistoryHook {
                 }
                 positions.insert(range.start, &out[begin..]);
             }
+            if record::drops_table(ddl) {
+                let begin = out.len();
+                let injected = record::before_drop_sql(&self.origin);
+                swallow.insert(expected.len());
+                expected.push(out.len()..out.len() + injected.len());
+                positions.map.statement_shift.push(None);
+                out.extend_from_slice(&injected);
+                out.push(b';');
+                positions.insert(range.start, &out[begin..]);
+            }
             shift = out.len() - cursor;
             expected.push(range.start + shift..range.end + shift);
             positions.client_statement();
@@ -829,6 +839,12 @@ impl HistoryHook {
         let mut before = Vec::new();
         before.extend_from_slice(&record::extended_frames(self.ensure_sql().as_bytes(), &[]));
         before.extend_from_slice(&record::begin_frames(&self.origin));
+        if record::drops_table(&captured.ddl) {
+            before.extend_from_slice(&record::extended_frames(
+                &record::before_drop_sql(&self.origin),
+                &[],
+            ));
+        }
         ClientVerdict {
             before,
             after: record::record_frames(&self.origin, &captured.text, &captured.ddl),

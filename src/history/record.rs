@@ -92,6 +92,23 @@ pub fn begin_sql(origin: &Origin) -> Vec<u8> {
     sql
 }
 
+/// Whether `ddl` drops a table: a versioned table's AS OF functions depend
+/// on its row type and must go first ([`before_drop_sql`]).
+pub fn drops_table(ddl: &Ddl) -> bool {
+    ddl.action == crate::sql::classify::Action::Drop
+        && ddl.object_type == crate::sql::classify::ObjectType::Table
+}
+
+/// SQL run before a statement that drops tables: the AS OF functions of
+/// versioned tables step aside (the record after the statement remakes
+/// those of tables that remain; a dropped table keeps its history).
+pub fn before_drop_sql(origin: &Origin) -> Vec<u8> {
+    let mut sql = b"SELECT pgbranch.versioning_before_drop(".to_vec();
+    sql.extend_from_slice(&dollar_quote(origin.branch.as_bytes()));
+    sql.push(b')');
+    sql
+}
+
 /// Which recording function a record calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorder {

@@ -1,7 +1,9 @@
 //! `ALTER TABLE name ADD SYSTEM VERSIONING` and `ALTER TABLE name DROP
 //! SYSTEM VERSIONING` (MariaDB's syntax), answered by pgbranch's SQL
 //! functions `pgbranch.enable_versioning` / `pgbranch.disable_versioning`,
-//! run in-band as the connected role (who must own the table).
+//! run in-band as the connected role (who must own the table); and
+//! `RESTORE TABLE name TO [TIMESTAMP] expr`, by `pgbranch.restore_table`
+//! with the role's own privileges on the table.
 
 use crate::history::record::dollar_quote;
 use crate::sql::lexer::{Lexer, TokenKind};
@@ -13,9 +15,76 @@ pub struct Versioning {
     pub enable: bool,
 }
 
-/// Parses a versioning command; `None` for any other statement (cheap for
-/// ordinary traffic: the text must mention "versioning").
-pub fn parse(sql: &[u8]) -> Option<Versioning> {
+/// A time-travel command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Versioning(Versioning),
+    /// `RESTORE TABLE table TO [TIMESTAMP] at` (`at`: SQL text).
+    Restore {
+        table: String,
+        at: String,
+    },
+}
+
+/// Parses a time-travel command; `None` for any other statement (cheap
+/// for ordinary traffic).
+pub fn parse(sql: &[u8]) -> Option<Command> {
+    let start = sql.iter().position(|b| !b.is_ascii_whitespace())?;
+    if sql[start..].len() >= 7 && sql[start..start + 7].eq_ignore_ascii_case(b"restore") {
+        return parse_restore(sql);
+    }
+    parse_versioning(sql).map(Command::Versioning)
+}
+
+/// `RESTORE TABLE name TO [TIMESTAMP] expr [;]`.
+fn parse_restore(sql: &[u8]) -> Option<Command> {
+    let tokens: Vec<_> = Lexer::new(sql).collect();
+    let [restore, table, rest @ ..] = tokens.as_slice() else {
+        return None;
+    };
+    if !restore.is_word("restore") || !table.is_word("table") {
+        return None;
+    }
+    let to = rest.iter().position(|t| t.is_word("to"))?;
+    let name = &rest[..to];
+    if !well_formed_name(name) {
+        return None;
+    }
+    let mut expr = &rest[to + 1..];
+    if let [ts, more @ ..] = expr {
+        if ts.is_word("timestamp") && !more.is_empty() && more[0].kind != TokenKind::String {
+            expr = more;
+        }
+    }
+    if let [more @ .., last] = expr {
+        if last.is_punct(b';') {
+            expr = more;
+        }
+    }
+    let (first, last) = (expr.first()?, expr.last()?);
+    if expr.iter().any(|t| t.is_punct(b';')) {
+        return None;
+    }
+    let at = String::from_utf8_lossy(&sql[first.start..last.end()]).into_owned();
+    let table =
+        String::from_utf8_lossy(&sql[name[0].start..name[name.len() - 1].end()]).into_owned();
+    Some(Command::Restore { table, at })
+}
+
+/// `name [. name [. name]]`: identifiers separated by dots.
+fn well_formed_name(name: &[crate::sql::lexer::Token<'_>]) -> bool {
+    !name.is_empty()
+        && name.len() % 2 == 1
+        && name.iter().enumerate().all(|(i, tok)| {
+            if i % 2 == 0 {
+                matches!(tok.kind, TokenKind::Word | TokenKind::QuotedIdent)
+            } else {
+                tok.is_punct(b'.')
+            }
+        })
+}
+
+fn parse_versioning(sql: &[u8]) -> Option<Versioning> {
     if !crate::sql::contains_ignore_ascii_case(sql, b"versioning") {
         return None;
     }
@@ -51,16 +120,7 @@ pub fn parse(sql: &[u8]) -> Option<Versioning> {
     } else {
         return None;
     };
-    let well_formed = !name.is_empty()
-        && name.len() % 2 == 1
-        && name.iter().enumerate().all(|(i, tok)| {
-            if i % 2 == 0 {
-                matches!(tok.kind, TokenKind::Word | TokenKind::QuotedIdent)
-            } else {
-                tok.is_punct(b'.')
-            }
-        });
-    if !well_formed {
+    if !well_formed_name(name) {
         return None;
     }
     let (first, last) = (name.first()?, name.last()?);
@@ -69,14 +129,27 @@ pub fn parse(sql: &[u8]) -> Option<Versioning> {
 }
 
 /// The SQL that carries the command out (its one row says what happened).
-pub fn to_sql(v: &Versioning) -> String {
-    let function = if v.enable {
-        "enable_versioning"
-    } else {
-        "disable_versioning"
-    };
-    let literal = String::from_utf8_lossy(&dollar_quote(v.table.as_bytes())).into_owned();
-    format!("SELECT pgbranch.{function}({literal}::regclass) AS system_versioning")
+pub fn to_sql(command: &Command) -> String {
+    let literal = |t: &str| String::from_utf8_lossy(&dollar_quote(t.as_bytes())).into_owned();
+    match command {
+        Command::Versioning(v) => {
+            let function = if v.enable {
+                "enable_versioning"
+            } else {
+                "disable_versioning"
+            };
+            format!(
+                "SELECT pgbranch.{function}({}::regclass) AS system_versioning",
+                literal(&v.table)
+            )
+        }
+        // The time is the client's own expression, evaluated as the
+        // client's statement would be.
+        Command::Restore { table, at } => format!(
+            "SELECT pgbranch.restore_table({}::regclass, ({at})::timestamptz) AS restore",
+            literal(table)
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -84,7 +157,33 @@ mod tests {
     use super::*;
 
     fn parsed(sql: &str) -> Option<(String, bool)> {
-        parse(sql.as_bytes()).map(|v| (v.table, v.enable))
+        match parse(sql.as_bytes())? {
+            Command::Versioning(v) => Some((v.table, v.enable)),
+            Command::Restore { .. } => None,
+        }
+    }
+
+    #[test]
+    fn restore_names_a_table_and_a_time() {
+        let r = |sql: &str| match parse(sql.as_bytes()) {
+            Some(Command::Restore { table, at }) => Some((table, at)),
+            _ => None,
+        };
+        assert_eq!(
+            r("RESTORE TABLE orders TO TIMESTAMP now() - interval '1 hour';"),
+            Some(("orders".into(), "now() - interval '1 hour'".into()))
+        );
+        assert_eq!(
+            r("restore table s.\"T\" to '2026-01-01'"),
+            Some(("s.\"T\"".into(), "'2026-01-01'".into()))
+        );
+        assert_eq!(
+            r("RESTORE TABLE t TO TIMESTAMP '2026-01-01 00:00'"),
+            Some(("t".into(), "TIMESTAMP '2026-01-01 00:00'".into()))
+        );
+        assert_eq!(r("RESTORE TABLE t TO"), None);
+        assert_eq!(r("RESTORE TABLE TO now()"), None);
+        assert_eq!(r("RESTORE TABLE t TO now(); DROP TABLE t"), None);
     }
 
     #[test]
@@ -120,10 +219,10 @@ mod tests {
 
     #[test]
     fn the_table_name_reaches_sql_as_a_literal() {
-        let sql = to_sql(&Versioning {
+        let sql = to_sql(&Command::Versioning(Versioning {
             table: "x'); DROP TABLE y; --".into(),
             enable: true,
-        });
+        }));
         assert!(
             sql.starts_with("SELECT pgbranch.enable_versioning($"),
             "{sql}"

@@ -433,6 +433,82 @@ BEGIN
 END
 $fn$;
 
+-- RESTORE TABLE t TO TIMESTAMP at: the rows become those of that moment,
+-- by the smallest change (rows deleted, updated, inserted by key), in the
+-- caller's transaction and with the caller's privileges; the triggers
+-- record the restore as new history, so it can be undone the same way.
+CREATE FUNCTION pgbranch.restore_table(p_table regclass, p_at timestamptz) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v        pgbranch.versioned_tables;
+    v_past   text;
+    v_keys   text;
+    v_cols   text;
+    v_set    text;
+    v_del    bigint;
+    v_upd    bigint;
+    v_ins    bigint;
+BEGIN
+    SELECT * INTO v FROM pgbranch.versioned_tables WHERE relid = p_table;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('table %s has no history: system versioning is not enabled for it', p_table);
+    END IF;
+    PERFORM pgbranch.check_as_of(v.id, p_at);
+    v_past := format('pgbranch_history.as_of(NULL::%s, %L::timestamptz, false)', p_table, p_at);
+    SELECT string_agg(format('x.%1$I = p.%1$I', a.attname), ' AND ')
+    INTO v_keys
+    FROM pg_constraint k, unnest(k.conkey) AS c(attnum)
+    JOIN pg_attribute a ON a.attrelid = p_table AND a.attnum = c.attnum
+    WHERE k.conrelid = p_table AND k.contype = 'p';
+    -- Generated columns are computed again; identity columns are written.
+    SELECT string_agg(format('%I', attname), ', ' ORDER BY attnum),
+           string_agg(format('%1$I = p.%1$I', attname), ', ' ORDER BY attnum)
+               FILTER (WHERE attidentity <> 'a')
+    INTO v_cols, v_set
+    FROM pg_attribute
+    WHERE attrelid = p_table AND attnum > 0 AND NOT attisdropped AND attgenerated = '';
+    EXECUTE format('DELETE FROM %s x WHERE NOT EXISTS (SELECT 1 FROM %s p WHERE %s)',
+                   p_table, v_past, v_keys);
+    GET DIAGNOSTICS v_del = ROW_COUNT;
+    EXECUTE format('UPDATE %s x SET %s FROM %s p WHERE %s AND ROW(%s) IS DISTINCT FROM ROW(%s)',
+                   p_table, v_set, v_past, v_keys,
+                   (SELECT string_agg(format('x.%I', attname), ', ' ORDER BY attnum) FROM pg_attribute
+                    WHERE attrelid = p_table AND attnum > 0 AND NOT attisdropped AND attgenerated = ''),
+                   (SELECT string_agg(format('p.%I', attname), ', ' ORDER BY attnum) FROM pg_attribute
+                    WHERE attrelid = p_table AND attnum > 0 AND NOT attisdropped AND attgenerated = ''));
+    GET DIAGNOSTICS v_upd = ROW_COUNT;
+    EXECUTE format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s p WHERE NOT EXISTS (SELECT 1 FROM %s x WHERE %s)',
+                   p_table, v_cols, v_cols, v_past, p_table, v_keys);
+    GET DIAGNOSTICS v_ins = ROW_COUNT;
+    RETURN format('restored %s to %s: %s deleted, %s updated, %s inserted',
+                  p_table, p_at, v_del, v_upd, v_ins);
+END
+$fn$;
+
+-- Before a statement that drops tables (the proxy sends it, after
+-- ddl_begin): the AS OF functions depend on their table's row type, so
+-- they step aside; the record after the statement remakes those of the
+-- tables that remain.
+CREATE FUNCTION pgbranch.versioning_before_drop(p_branch text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v pgbranch.versioned_tables;
+BEGIN
+    PERFORM pgbranch.require_token(p_branch, 'ddl');
+    IF p_branch <> 'main' THEN
+        RETURN;
+    END IF;
+    FOR v IN SELECT * FROM pgbranch.versioned_tables WHERE relid IS NOT NULL LOOP
+        EXECUTE format('DROP FUNCTION IF EXISTS pgbranch_history.as_of(%s, timestamptz, boolean)',
+                       v.relid::regclass);
+        EXECUTE format('DROP FUNCTION IF EXISTS pgbranch_history.versions(%s, timestamptz, timestamptz, boolean)',
+                       v.relid::regclass);
+        UPDATE pgbranch.versioned_tables SET signature = '' WHERE id = v.id;
+    END LOOP;
+END
+$fn$;
+
 -- Recording a change, and merging one, now keep versioned tables in step.
 ALTER FUNCTION pgbranch.record_ddl(text, text, text, text, text, text, text, bigint)
     RENAME TO record_ddl_unversioned;
@@ -478,5 +554,6 @@ GRANT EXECUTE ON FUNCTION pgbranch.record_ddl(text, text, text, text, text, text
     pgbranch.check_range(bigint, timestamptz, timestamptz),
     pgbranch.versioning_prepare(regclass), pgbranch.enable_versioning(regclass),
     pgbranch.versioning_forget(regclass), pgbranch.disable_versioning(regclass),
-    pgbranch.versioning_after_ddl()
+    pgbranch.versioning_after_ddl(), pgbranch.versioning_before_drop(text),
+    pgbranch.restore_table(regclass, timestamptz)
     TO PUBLIC;
