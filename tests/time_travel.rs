@@ -532,3 +532,71 @@ async fn restore_table_brings_a_moment_back_as_new_history_and_drop_keeps_histor
     assert_eq!(n, 0);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn create_branch_as_of_fills_versioned_tables_with_their_past_rows() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(test_config()).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.batch_execute(
+        "CREATE TABLE acct (id int PRIMARY KEY, balance int);
+         CREATE TABLE entry (id int PRIMARY KEY, acct int REFERENCES acct, amount int);
+         CREATE TABLE note (id int PRIMARY KEY, body text);
+         INSERT INTO acct VALUES (1, 10), (2, 20);
+         INSERT INTO entry VALUES (1, 1, 5), (2, 2, 7);
+         INSERT INTO note VALUES (1, 'live')",
+    )
+    .await
+    .unwrap();
+    for t in ["acct", "entry"] {
+        c.batch_execute(&format!("ALTER TABLE {t} ADD SYSTEM VERSIONING"))
+            .await
+            .unwrap();
+    }
+    let then = snapshot_time(&c).await;
+    c.batch_execute(
+        "DELETE FROM entry WHERE acct = 2; DELETE FROM acct WHERE id = 2;
+         UPDATE acct SET balance = 99; INSERT INTO acct VALUES (3, 30);
+         UPDATE note SET body = 'changed'",
+    )
+    .await
+    .unwrap();
+    c.batch_execute(&format!(
+        "CREATE BRANCH past FROM main AS OF TIMESTAMP '{then}' WITH DATA"
+    ))
+    .await
+    .unwrap();
+    let b = connect(&on_branch(&proxy, &db, "past")).await;
+    let acct: Vec<String> = column(&b, "SELECT id || ':' || balance FROM acct ORDER BY id").await;
+    assert_eq!(acct, ["1:10", "2:20"]);
+    let entry: Vec<String> = column(&b, "SELECT id || ':' || acct FROM entry ORDER BY id").await;
+    assert_eq!(
+        entry,
+        ["1:1", "2:2"],
+        "the foreign keys hold on the past rows"
+    );
+    // Tables without history are copied as they are now.
+    let note: String = scalar(&b, "SELECT body FROM note").await;
+    assert_eq!(note, "changed");
+    // Main is untouched.
+    let main: Vec<String> = column(&c, "SELECT id || ':' || balance FROM acct ORDER BY id").await;
+    assert_eq!(main, ["1:99", "3:30"]);
+    // AS OF needs WITH DATA, and a time within the history.
+    let e = c
+        .batch_execute(&format!("CREATE BRANCH nodata AS OF '{then}'"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000");
+    let e = c
+        .batch_execute("CREATE BRANCH early AS OF now() - interval '1 day' WITH DATA")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22023", "{e:?}");
+    let none: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM pgbranch.branches WHERE name IN ('nodata', 'early')",
+    )
+    .await;
+    assert_eq!(none, 0);
+    proxy.stop().await;
+}

@@ -27,6 +27,8 @@ pub enum Command {
         name: String,
         parent: Option<String>,
         with_data: bool,
+        /// `AS OF [TIMESTAMP] expr`: the expression's SQL text.
+        as_of: Option<String>,
     },
     Drop {
         name: String,
@@ -137,7 +139,8 @@ fn syntax(usage: &str) -> Invalid {
     }
 }
 
-const CREATE_USAGE: &str = "CREATE BRANCH name [FROM parent] [WITH DATA]";
+const CREATE_USAGE: &str =
+    "CREATE BRANCH name [FROM parent] [AS OF [TIMESTAMP] time WITH DATA] [WITH DATA]";
 const DROP_USAGE: &str = "DROP BRANCH [IF EXISTS] name [FORCE]";
 const DIFF_USAGE: &str = "DIFF BRANCH name [AGAINST other]";
 const MERGE_USAGE: &str = "MERGE BRANCH name [INTO parent] [DRY RUN]";
@@ -167,6 +170,10 @@ pub fn parse(sql: &[u8]) -> Option<Result<Command, Invalid>> {
         return None;
     }
     let text = std::str::from_utf8(sql).ok()?;
+    // CREATE BRANCH ... AS OF <expression>: the expression may hold
+    // quotes and spaces, so it is cut out before the words are read.
+    let (without_as_of, as_of) = split_as_of(text);
+    let text = without_as_of.as_deref().unwrap_or(text);
     let w = words(text)?;
     let is = |i: usize, k: &str| w.get(i).is_some_and(|x| x.eq_ignore_ascii_case(k));
     if is(0, "show") && w.len() == 2 {
@@ -182,7 +189,7 @@ pub fn parse(sql: &[u8]) -> Option<Result<Command, Invalid>> {
         return None;
     }
     let parsed = if is(0, "create") {
-        parse_create(&w, &is)
+        parse_create(&w, &is).and_then(|c| with_as_of(c, as_of))
     } else if is(0, "drop") {
         parse_drop(&w, &is)
     } else if is(0, "diff") {
@@ -193,6 +200,72 @@ pub fn parse(sql: &[u8]) -> Option<Result<Command, Invalid>> {
         return None;
     };
     Some(parsed)
+}
+
+/// The text without an `AS OF [TIMESTAMP] expr` clause (up to a final
+/// `WITH DATA`), and the clause's expression; `(None, None)` without one.
+fn split_as_of(text: &str) -> (Option<String>, Option<String>) {
+    use crate::sql::lexer::{Lexer, TokenKind};
+    let tokens: Vec<_> = Lexer::new(text.as_bytes()).collect();
+    let Some(at) = tokens
+        .windows(2)
+        .position(|w| w[0].is_word("as") && w[1].is_word("of"))
+    else {
+        return (None, None);
+    };
+    let mut start = at + 2;
+    if tokens.get(start).is_some_and(|t| t.is_word("timestamp"))
+        && tokens
+            .get(start + 1)
+            .is_some_and(|t| t.kind != TokenKind::String)
+    {
+        start += 1;
+    }
+    let mut end = tokens.len();
+    if end > start && tokens[end - 1].is_punct(b';') {
+        end -= 1;
+    }
+    let with_data =
+        end >= start + 2 && tokens[end - 2].is_word("with") && tokens[end - 1].is_word("data");
+    if with_data {
+        end -= 2;
+    }
+    if end <= start {
+        return (None, Some(String::new()));
+    }
+    let expr = text[tokens[start].start..tokens[end - 1].end()].to_string();
+    let mut rest = text[..tokens[at].start].to_string();
+    if with_data {
+        rest.push_str(" WITH DATA");
+    }
+    (Some(rest), Some(expr))
+}
+
+/// Adds the AS OF time to a parsed CREATE BRANCH (it needs WITH DATA).
+fn with_as_of(c: Command, as_of: Option<String>) -> Result<Command, Invalid> {
+    let Some(expr) = as_of else {
+        return Ok(c);
+    };
+    match c {
+        Command::Create {
+            name,
+            parent,
+            with_data: true,
+            ..
+        } if !expr.is_empty() => Ok(Command::Create {
+            name,
+            parent,
+            with_data: true,
+            as_of: Some(expr),
+        }),
+        Command::Create { .. } if expr.is_empty() => Err(syntax(CREATE_USAGE)),
+        Command::Create { .. } => Err(Invalid {
+            code: "0A000",
+            message: "CREATE BRANCH ... AS OF copies rows of the past: add WITH DATA".into(),
+            hint: Some(CREATE_USAGE.into()),
+        }),
+        other => Ok(other),
+    }
 }
 
 fn parse_create(w: &[&str], is: &dyn Fn(usize, &str) -> bool) -> Result<Command, Invalid> {
@@ -217,6 +290,7 @@ fn parse_create(w: &[&str], is: &dyn Fn(usize, &str) -> bool) -> Result<Command,
         name,
         parent,
         with_data,
+        as_of: None,
     })
 }
 
@@ -353,8 +427,22 @@ pub fn to_sql(command: &Command, ctx: &Context) -> (String, bool) {
             name,
             parent,
             with_data,
+            as_of: None,
         } => format!(
             "SELECT * FROM pgbranch.create_branch({}, {}, {with_data}, {}, {})",
+            lit(name),
+            lit(parent.as_deref().unwrap_or(ctx.branch)),
+            lit(ctx.statement),
+            opt_lit(ctx.client_addr)
+        ),
+        // The time is the client's own expression.
+        Command::Create {
+            name,
+            parent,
+            as_of: Some(at),
+            ..
+        } => format!(
+            "SELECT * FROM pgbranch.create_branch_as_of({}, {}, ({at})::timestamptz, {}, {})",
             lit(name),
             lit(parent.as_deref().unwrap_or(ctx.branch)),
             lit(ctx.statement),
@@ -436,13 +524,42 @@ mod tests {
     }
 
     #[test]
+    fn create_branch_as_of_keeps_the_expression_whole() {
+        assert_eq!(
+            ok("CREATE BRANCH past FROM main AS OF TIMESTAMP now() - interval '1 hour' WITH DATA;"),
+            Command::Create {
+                name: "past".into(),
+                parent: Some("main".into()),
+                with_data: true,
+                as_of: Some("now() - interval '1 hour'".into()),
+            }
+        );
+        assert_eq!(
+            ok("create branch p as of '2026-01-01 10:00' with data"),
+            Command::Create {
+                name: "p".into(),
+                parent: None,
+                with_data: true,
+                as_of: Some("'2026-01-01 10:00'".into()),
+            }
+        );
+        let e = parse(b"CREATE BRANCH p AS OF now()").unwrap().unwrap_err();
+        assert_eq!(e.code, "0A000");
+        let e = parse(b"CREATE BRANCH p AS OF WITH DATA")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.code, "42601");
+    }
+
+    #[test]
     fn parses_the_commands() {
         assert_eq!(
             ok("create branch feature/x-1.2 from main with data;"),
             Command::Create {
                 name: "feature/x-1.2".into(),
                 parent: Some("main".into()),
-                with_data: true
+                with_data: true,
+                as_of: None,
             }
         );
         assert_eq!(
@@ -450,7 +567,8 @@ mod tests {
             Command::Create {
                 name: "f".into(),
                 parent: None,
-                with_data: false
+                with_data: false,
+                as_of: None,
             }
         );
         assert_eq!(
@@ -534,6 +652,7 @@ mod tests {
                 name: "f".into(),
                 parent: None,
                 with_data: false,
+                as_of: None,
             },
             &ctx,
         );

@@ -14,7 +14,8 @@
 /// Migration `n` (1-based) is `MIGRATIONS[n - 1]`: SQL files run in order.
 /// Migrations 2 and 3 run objects.sql again: 2 gave `schema_objects`
 /// schema filters, 3 leaves out the system-versioning triggers
-/// (objects.sql is written to be re-run).
+/// (objects.sql is written to be re-run). create_branch.sql is re-run the
+/// same way: 3 teaches CREATE BRANCH to read history (AS OF).
 const MIGRATIONS: &[&[&str]] = &[
     &[
         include_str!("sql/objects.sql"),
@@ -22,11 +23,13 @@ const MIGRATIONS: &[&[&str]] = &[
     ],
     &[
         include_str!("sql/objects.sql"),
+        include_str!("sql/create_branch.sql"),
         include_str!("sql/0002_branches.sql"),
     ],
     &[
         include_str!("sql/objects.sql"),
         include_str!("sql/0003_time_travel.sql"),
+        include_str!("sql/create_branch.sql"),
     ],
 ];
 

@@ -486,6 +486,29 @@ BEGIN
 END
 $fn$;
 
+-- CREATE BRANCH name FROM main AS OF TIMESTAMP at WITH DATA: the
+-- branch's copies of system-versioned tables get their rows of then
+-- (create_branch reads the setting); other tables are copied as they are
+-- now, and every table has today's columns.
+CREATE FUNCTION pgbranch.create_branch_as_of(
+    p_name text, p_parent text, p_at timestamptz,
+    p_statement text DEFAULT NULL, p_client_addr text DEFAULT NULL
+) RETURNS TABLE (branch text, parent text, objects bigint, tables bigint, rows_copied bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF p_parent <> 'main' THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('CREATE BRANCH ... AS OF needs FROM main: only main keeps row history (asked for %s)', p_parent);
+    END IF;
+    IF p_at IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'CREATE BRANCH ... AS OF: the time is NULL';
+    END IF;
+    PERFORM set_config('pgbranch.branch_as_of', p_at::text, true);
+    RETURN QUERY SELECT * FROM pgbranch.create_branch(p_name, p_parent, true, p_statement, p_client_addr);
+    PERFORM set_config('pgbranch.branch_as_of', '', true);
+END
+$fn$;
+
 -- Before a statement that drops tables (the proxy sends it, after
 -- ddl_begin): the AS OF functions depend on their table's row type, so
 -- they step aside; the record after the statement remakes those of the
@@ -555,5 +578,6 @@ GRANT EXECUTE ON FUNCTION pgbranch.record_ddl(text, text, text, text, text, text
     pgbranch.versioning_prepare(regclass), pgbranch.enable_versioning(regclass),
     pgbranch.versioning_forget(regclass), pgbranch.disable_versioning(regclass),
     pgbranch.versioning_after_ddl(), pgbranch.versioning_before_drop(text),
-    pgbranch.restore_table(regclass, timestamptz)
+    pgbranch.restore_table(regclass, timestamptz),
+    pgbranch.create_branch_as_of(text, text, timestamptz, text, text)
     TO PUBLIC;
