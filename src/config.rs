@@ -72,6 +72,7 @@ pub struct Config {
     pub branches: BranchesConfig,
     pub metrics: MetricsConfig,
     pub admin: AdminConfig,
+    pub time_travel: TimeTravelConfig,
 }
 
 impl Default for Config {
@@ -94,6 +95,7 @@ impl Default for Config {
             branches: BranchesConfig::default(),
             metrics: MetricsConfig::default(),
             admin: AdminConfig::default(),
+            time_travel: TimeTravelConfig::default(),
         }
     }
 }
@@ -180,6 +182,67 @@ impl Default for MetricsConfig {
             max_branch_labels: 20,
             drift_check_interval: Duration::ZERO,
         }
+    }
+}
+
+/// Row history of system-versioned tables (`docs/time-travel.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeTravelConfig {
+    /// Tables created through pgbranch whose name matches one of these
+    /// patterns (`schema.table`, `*` matching any characters, e.g.
+    /// `public.*`) are system-versioned at once.
+    pub versioned_tables: Vec<String>,
+    /// How long a row version is kept after it ended; `0` = for ever.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+    /// Per table (`schema.table` as `pgbranch.versioned_tables` names it):
+    /// a retention that replaces the global one (`"0"`: for ever).
+    pub retention_by_table: std::collections::BTreeMap<String, String>,
+    /// How often pruning runs (only with a retention).
+    #[serde(deserialize_with = "duration")]
+    pub prune_interval: Duration,
+    /// Row versions deleted per transaction while pruning.
+    pub prune_batch: usize,
+}
+
+impl Default for TimeTravelConfig {
+    fn default() -> Self {
+        Self {
+            versioned_tables: Vec::new(),
+            retention: Duration::ZERO,
+            retention_by_table: Default::default(),
+            prune_interval: Duration::from_secs(60),
+            prune_batch: 10_000,
+        }
+    }
+}
+
+impl TimeTravelConfig {
+    /// Whether pruning has anything to do.
+    pub fn prunes(&self) -> bool {
+        !self.retention.is_zero()
+            || self
+                .retention_by_table
+                .values()
+                .any(|d| parse_duration(d).is_ok_and(|d| !d.is_zero()))
+    }
+
+    /// Whether a table named `schema.table` (unquoted, as the server
+    /// stores it) matches `versioned_tables`.
+    pub fn auto_versioned(&self, qualified: &str) -> bool {
+        self.versioned_tables
+            .iter()
+            .any(|p| glob_match(p.as_bytes(), qualified.as_bytes()))
+    }
+}
+
+/// `*` matches any run of characters; everything else itself.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|i| glob_match(rest, &text[i..])),
+        Some((c, rest)) => text.first() == Some(c) && glob_match(rest, &text[1..]),
     }
 }
 
@@ -298,13 +361,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => Ok(Duration::from_secs(n)),
         "m" | "min" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
+        "d" => Ok(Duration::from_secs(n * 86_400)),
         other => Err(format!("unknown duration unit `{other}` in `{text}`")),
     }
 }
 
 /// Sections of the config file; `PGBRANCH_<SECTION>_<KEY>` targets them.
-const SECTIONS: [&str; 8] = [
-    "upstream", "tls", "embedded", "log", "history", "branches", "metrics", "admin",
+const SECTIONS: [&str; 9] = [
+    "upstream",
+    "tls",
+    "embedded",
+    "log",
+    "history",
+    "branches",
+    "metrics",
+    "admin",
+    "time_travel",
 ];
 
 /// Overrides from the command line (highest precedence).
@@ -440,6 +512,25 @@ impl Config {
                     format!("the secret of role `{role}` is not a SCRAM-SHA-256 secret ({e}); make one with `pgbranch admin-secret`"),
                 )?;
             }
+        }
+        for (table, d) in &self.time_travel.retention_by_table {
+            if let Err(e) = parse_duration(d) {
+                invalid_err("time_travel.retention_by_table", format!("{table}: {e}"))?;
+            }
+        }
+        for p in &self.time_travel.versioned_tables {
+            if !p.contains('.') {
+                invalid_err(
+                    "time_travel.versioned_tables",
+                    format!("`{p}` must name schema.table (e.g. public.* or public.orders)"),
+                )?;
+            }
+        }
+        if self.time_travel.prune_batch == 0 {
+            invalid_err("time_travel.prune_batch", "must be at least 1")?;
+        }
+        if self.time_travel.prune_interval.is_zero() {
+            invalid_err("time_travel.prune_interval", "must be positive")?;
         }
         if self.metrics.max_branch_labels == 0 {
             invalid_err("metrics.max_branch_labels", "must be at least 1")?;
@@ -590,6 +681,36 @@ pub fn settings(c: &Config) -> Vec<Setting> {
             Reload,
         ),
         row("admin.pause_timeout", secs(c.admin.pause_timeout), Reload),
+        row(
+            "time_travel.versioned_tables",
+            c.time_travel.versioned_tables.join(", "),
+            Reload,
+        ),
+        row(
+            "time_travel.retention",
+            secs(c.time_travel.retention),
+            Reload,
+        ),
+        row(
+            "time_travel.retention_by_table",
+            c.time_travel
+                .retention_by_table
+                .iter()
+                .map(|(t, d)| format!("{t}={d}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Reload,
+        ),
+        row(
+            "time_travel.prune_interval",
+            secs(c.time_travel.prune_interval),
+            Reload,
+        ),
+        row(
+            "time_travel.prune_batch",
+            c.time_travel.prune_batch.to_string(),
+            Reload,
+        ),
     ]
 }
 
@@ -816,6 +937,30 @@ mod tests {
         .to_string();
         assert!(!e.contains("hunter2"), "{e}");
         assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn versioned_table_patterns_match_whole_names() {
+        let t = TimeTravelConfig {
+            versioned_tables: vec!["public.*".into(), "app.orders".into()],
+            ..TimeTravelConfig::default()
+        };
+        assert!(t.auto_versioned("public.users"));
+        assert!(t.auto_versioned("app.orders"));
+        assert!(!t.auto_versioned("app.orders_old"));
+        assert!(!t.auto_versioned("other.users"));
+        assert!(!t.prunes());
+        let e = load("[time_travel]\nversioned_tables = [\"users\"]", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("time_travel.versioned_tables"), "{e}");
+        let c = load(
+            "[time_travel]\nretention = \"30d\"\nretention_by_table = { \"public.audit\" = \"7d\" }",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.time_travel.retention, Duration::from_secs(30 * 86_400));
+        assert!(c.time_travel.prunes());
     }
 
     #[test]

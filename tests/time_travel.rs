@@ -600,3 +600,135 @@ async fn create_branch_as_of_fills_versioned_tables_with_their_past_rows() {
     assert_eq!(none, 0);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn retention_prunes_old_versions_in_batches_and_moves_the_start_of_history() {
+    let db = cluster().fresh_db();
+    let mut config = test_config();
+    // Long enough for the first count below on a loaded machine.
+    config.time_travel.retention = std::time::Duration::from_secs(2);
+    config
+        .time_travel
+        .retention_by_table
+        .insert("public.kept".into(), "0".into());
+    config.time_travel.prune_interval = std::time::Duration::from_millis(50);
+    config.time_travel.prune_batch = 2;
+    let proxy = start_proxy(config).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.batch_execute(
+        "CREATE TABLE pruned (id int PRIMARY KEY, n int); CREATE TABLE kept (id int PRIMARY KEY, n int);
+         INSERT INTO pruned VALUES (1, 0); INSERT INTO kept VALUES (1, 0)",
+    )
+    .await
+    .unwrap();
+    for t in ["pruned", "kept"] {
+        c.batch_execute(&format!("ALTER TABLE {t} ADD SYSTEM VERSIONING"))
+            .await
+            .unwrap();
+    }
+    let early = snapshot_time(&c).await;
+    for _ in 0..5 {
+        c.batch_execute("UPDATE pruned SET n = n + 1; UPDATE kept SET n = n + 1")
+            .await
+            .unwrap();
+    }
+    let ended = |table: &'static str| {
+        let c = &c;
+        async move {
+            scalar::<i64>(
+                c,
+                &format!(
+                    "SELECT count(*) FROM pgbranch_history.{table} WHERE pgbranch_valid_to < 'infinity'"
+                ),
+            )
+            .await
+        }
+    };
+    assert_eq!(ended("pruned_1").await, 5);
+    wait_for("the ended versions to be pruned", || async {
+        ended("pruned_1").await == 0
+    })
+    .await;
+    // The current version stays; the table with retention 0 keeps all.
+    let n: i32 = scalar(&c, "SELECT n FROM pruned AS OF TIMESTAMP now()").await;
+    assert_eq!(n, 5);
+    assert_eq!(ended("kept_2").await, 5);
+    // Before what is gone, AS OF is refused rather than incomplete.
+    let e = c
+        .query(
+            &format!("SELECT * FROM pruned AS OF TIMESTAMP '{early}'"),
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22023", "{e:?}");
+    let n: i32 = scalar(&c, &format!("SELECT n FROM kept AS OF TIMESTAMP '{early}'")).await;
+    assert_eq!(n, 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn tables_are_versioned_at_creation_by_clause_or_by_pattern() {
+    let db = cluster().fresh_db();
+    let mut config = test_config();
+    config.time_travel.versioned_tables = vec!["audit.*".into()];
+    let proxy = start_proxy(config).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    let versioned = || {
+        column::<String>(
+            &c,
+            "SELECT table_name FROM pgbranch.versioned_tables ORDER BY id",
+        )
+    };
+    // The clause, in simple protocol; the table answers AS OF at once.
+    let msgs = c
+        .simple_query("CREATE TABLE orders (id int PRIMARY KEY, qty int) WITH SYSTEM VERSIONING")
+        .await
+        .unwrap();
+    assert!(
+        msgs.iter()
+            .all(|m| !matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))),
+        "the client sees only its CREATE TABLE"
+    );
+    c.batch_execute("INSERT INTO orders VALUES (1, 1)")
+        .await
+        .unwrap();
+    let n: i64 = scalar(&c, "SELECT count(*) FROM orders AS OF TIMESTAMP now()").await;
+    assert_eq!(n, 1);
+    // The pattern: audit.* is versioned, public.* is not.
+    c.batch_execute("CREATE SCHEMA audit; CREATE TABLE audit.log (id int PRIMARY KEY); CREATE TABLE plain (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    assert_eq!(
+        versioned().await,
+        ["public.orders"],
+        "several statements: not matched"
+    );
+    c.batch_execute("CREATE TABLE audit.events (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.batch_execute("CREATE TABLE audit.nokey (x int)")
+        .await
+        .unwrap();
+    assert_eq!(versioned().await, ["public.orders", "audit.events"]);
+    // The recorded history shows the statement as the client sent it.
+    let recorded: Vec<String> = column(
+        &c,
+        "SELECT statement FROM pgbranch.schema_history WHERE statement LIKE 'CREATE TABLE orders%'",
+    )
+    .await;
+    assert_eq!(
+        recorded,
+        ["CREATE TABLE orders (id int PRIMARY KEY, qty int)"],
+        "recorded without the clause"
+    );
+    // On a branch the clause is refused.
+    c.batch_execute("CREATE BRANCH b").await.unwrap();
+    let b = connect(&on_branch(&proxy, &db, "b")).await;
+    let e = b
+        .batch_execute("CREATE TABLE x (id int PRIMARY KEY) WITH SYSTEM VERSIONING")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
+    proxy.stop().await;
+}

@@ -406,6 +406,9 @@ impl HistoryHook {
                 ..ClientVerdict::default()
             };
         }
+        if let Some(verdict) = self.versioning_on_create(sql) {
+            return verdict;
+        }
         // AS OF clauses become calls of the history functions.
         let travelled = match self.time_travel(sql) {
             Ok(t) => t,
@@ -444,6 +447,73 @@ impl HistoryHook {
         }
         verdict.rewrites |= kinds;
         verdict
+    }
+
+    /// `CREATE TABLE ... WITH SYSTEM VERSIONING`, or a CREATE TABLE whose
+    /// name matches `time_travel.versioned_tables`: the table is created
+    /// (and recorded) as usual, then versioned in the same Query.
+    fn versioning_on_create(&mut self, sql: &[u8]) -> Option<ClientVerdict> {
+        use crate::timetravel::commands::{create_table, version_created_sql};
+        let create = create_table(sql)?;
+        let on_main = self.origin.branch == crate::proxy::selection::DEFAULT_BRANCH;
+        let extra = match &create.without_versioning_clause {
+            Some(_) if !on_main => {
+                let e = branch_commands::Invalid {
+                    code: "0A000",
+                    message: format!(
+                        "system versioning is kept on branch main only (this session is on \"{}\")",
+                        self.origin.branch
+                    ),
+                    hint: Some(
+                        "Create the table without WITH SYSTEM VERSIONING here; version it on main."
+                            .into(),
+                    ),
+                };
+                return Some(ClientVerdict {
+                    replace: Some(query_message(&branch_commands::raise_sql(&e))),
+                    positions: Some(Arc::new(all_ours())),
+                    rewrites: rewrite::REFUSED,
+                    ..ClientVerdict::default()
+                });
+            }
+            Some(_) => version_created_sql(&create.regclass, None),
+            None => {
+                let patterns = self
+                    .tunables
+                    .versioned_tables
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if patterns.is_empty() || !on_main {
+                    return None;
+                }
+                version_created_sql(&create.regclass, Some(&patterns))
+            }
+        };
+        let text = create
+            .without_versioning_clause
+            .unwrap_or_else(|| sql.to_vec());
+        let mut verdict = self.on_query_text(&text);
+        if verdict.alone {
+            return Some(verdict);
+        }
+        let mut body = match &verdict.replace {
+            Some(m) if m.first() == Some(&ft::QUERY) && m.len() > HEADER_LEN => {
+                m[HEADER_LEN..m.len() - 1].to_vec()
+            }
+            Some(_) => return Some(verdict),
+            None => text,
+        };
+        let index = self.split(&body).len();
+        body.extend_from_slice(b"\n;");
+        body.extend_from_slice(extra.as_bytes());
+        body.push(0);
+        let mut message = Vec::with_capacity(body.len() + HEADER_LEN);
+        crate::protocol::put_message(&mut message, ft::QUERY, &body);
+        verdict.swallow_statements.insert(index);
+        verdict.replace = Some(message);
+        verdict.rewrites |= rewrite::COMMAND;
+        Some(verdict)
     }
 
     /// In an as-of session, the refusal of a statement of `sql` that

@@ -65,7 +65,8 @@ impl DriftGauge {
         }
     }
 
-    fn databases(&self) -> Vec<String> {
+    /// The databases client sessions used (at most [`MAX_DATABASES`]).
+    pub fn databases(&self) -> Vec<String> {
         self.counts.iter().map(|e| e.key().clone()).collect()
     }
 }
@@ -113,16 +114,8 @@ pub async fn run(ctx: Arc<ProxyContext>) {
 /// `pgbranch.drift('main')`'s row count in `database`; `None` when the
 /// database has no pgbranch metadata.
 async fn count(ctx: &ProxyContext, database: &str) -> Result<Option<i64>, String> {
-    let stream = ctx.connector.connect().await.map_err(|e| e.to_string())?;
-    let mut cfg = ctx.connector.target.probe.clone();
-    cfg.dbname(database)
-        .application_name("pgbranch drift check")
-        .ssl_mode(tokio_postgres::config::SslMode::Disable);
-    let (client, conn) = cfg
-        .connect_raw(stream, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(conn);
+    let probe = crate::proxy::probe::Probe::connect(ctx, database).await?;
+    let client = &probe.client;
     let exists = client
         .query_one("SELECT to_regnamespace('pgbranch') IS NOT NULL", &[])
         .await
@@ -137,8 +130,7 @@ async fn count(ctx: &ProxyContext, database: &str) -> Result<Option<i64>, String
     } else {
         None
     };
-    drop(client);
-    let _ = driver.await;
+    probe.close().await;
     Ok(n)
 }
 

@@ -3,6 +3,7 @@
 
 pub mod cancel;
 pub mod hooks;
+pub mod probe;
 pub mod relay;
 pub mod reload;
 pub mod selection;

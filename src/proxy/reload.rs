@@ -35,6 +35,8 @@ pub struct Tunables {
     pub protected: RwLock<Vec<String>>,
     /// `log.slow_statement_threshold` in nanoseconds; 0: off.
     pub slow_ns: AtomicU64,
+    /// `time_travel.versioned_tables`: read when a table is created.
+    pub versioned_tables: RwLock<Vec<String>>,
 }
 
 impl Tunables {
@@ -51,6 +53,10 @@ impl Tunables {
             config.log.slow_statement_threshold.as_nanos() as u64,
             Relaxed,
         );
+        *self
+            .versioned_tables
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = config.time_travel.versioned_tables.clone();
     }
 
     /// Whether DDL sent directly is refused on `branch`.

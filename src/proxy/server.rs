@@ -254,6 +254,8 @@ impl Server {
             // Only worth checking when someone scrapes the figure.
             tokio::spawn(crate::metrics::drift::run(ctx.clone()));
         }
+        // History retention (it idles while none is configured).
+        tokio::spawn(crate::timetravel::retention::run(ctx.clone()));
         let limit = Arc::new(Semaphore::new(ctx.config().max_client_connections));
         let (unix_listener, unix_path) = match unix {
             Some((l, p)) => (Some(l), Some(p)),

@@ -230,3 +230,136 @@ mod tests {
         assert!(sql.contains("$x'); DROP TABLE y; --$"), "{sql}");
     }
 }
+
+/// A single `CREATE TABLE name ...` statement: the table's name as a
+/// `regclass` input (each part double-quoted, exactly as stored), and
+/// whether it ends with `WITH SYSTEM VERSIONING` — then also the text
+/// without that clause. `None` for anything else (temporary tables too).
+pub fn create_table(sql: &[u8]) -> Option<CreateTable> {
+    if !crate::sql::contains_ignore_ascii_case(sql, b"create") {
+        return None;
+    }
+    let tokens: Vec<_> = Lexer::new(sql).collect();
+    let mut t = tokens.as_slice();
+    if let [rest @ .., last] = t {
+        if last.is_punct(b';') {
+            t = rest;
+        }
+    }
+    if t.iter().any(|x| x.is_punct(b';')) {
+        return None;
+    }
+    let [create, rest @ ..] = t else {
+        return None;
+    };
+    if !create.is_word("create") {
+        return None;
+    }
+    let rest = match rest {
+        [u, rest @ ..] if u.is_word("unlogged") => rest,
+        _ => rest,
+    };
+    let [table, rest @ ..] = rest else {
+        return None;
+    };
+    if !table.is_word("table") {
+        return None;
+    }
+    let rest = match rest {
+        [i, n, e, rest @ ..] if i.is_word("if") && n.is_word("not") && e.is_word("exists") => rest,
+        _ => rest,
+    };
+    let name_len = rest
+        .iter()
+        .take_while(|x| x.is_identifier() || x.is_punct(b'.'))
+        .count();
+    let name = &rest[..name_len];
+    if !well_formed_name(name) {
+        return None;
+    }
+    let regclass = name
+        .iter()
+        .filter_map(|x| x.identifier())
+        .map(|part| {
+            format!(
+                "\"{}\"",
+                String::from_utf8_lossy(&part).replace('"', "\"\"")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(".");
+    let versioned = match t {
+        [.., w, s, v] if w.is_word("with") && s.is_word("system") && v.is_word("versioning") => {
+            let mut text = sql[..w.start].to_vec();
+            text.extend_from_slice(&sql[v.end()..]);
+            Some(text)
+        }
+        _ => None,
+    };
+    Some(CreateTable {
+        regclass,
+        without_versioning_clause: versioned,
+    })
+}
+
+/// What [`create_table`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CreateTable {
+    /// `"schema"."table"` or `"table"`.
+    pub regclass: String,
+    /// With `WITH SYSTEM VERSIONING`: the statement without it.
+    pub without_versioning_clause: Option<Vec<u8>>,
+}
+
+/// SQL that versions the table just created: always, or when its name
+/// matches one of `patterns` (`schema.table` globs).
+pub fn version_created_sql(regclass: &str, patterns: Option<&[String]>) -> String {
+    let table = String::from_utf8_lossy(&dollar_quote(regclass.as_bytes())).into_owned();
+    match patterns {
+        None => format!("SELECT pgbranch.enable_versioning({table}::regclass)"),
+        Some(p) => {
+            let list = p
+                .iter()
+                .map(|g| String::from_utf8_lossy(&dollar_quote(g.as_bytes())).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "SELECT pgbranch.enable_versioning_matching({table}::regclass, ARRAY[{list}]::text[])"
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod create_tests {
+    use super::*;
+
+    #[test]
+    fn create_table_names_and_the_versioning_clause() {
+        let c =
+            create_table(b"CREATE TABLE s.\"Orders\" (id int PRIMARY KEY) WITH SYSTEM VERSIONING;")
+                .unwrap();
+        assert_eq!(c.regclass, "\"s\".\"Orders\"");
+        assert_eq!(
+            c.without_versioning_clause.as_deref(),
+            Some(&b"CREATE TABLE s.\"Orders\" (id int PRIMARY KEY) ;"[..])
+        );
+        let c = create_table(b"create table if not exists t (a int)").unwrap();
+        assert_eq!(c.regclass, "\"t\"");
+        assert_eq!(c.without_versioning_clause, None);
+        for sql in [
+            "CREATE TEMP TABLE t (a int)",
+            "CREATE TABLE t (a int); CREATE TABLE u (a int)",
+            "CREATE VIEW v AS SELECT 1",
+            "SELECT 'create table t'",
+        ] {
+            assert_eq!(create_table(sql.as_bytes()), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn the_generated_sql_quotes_names_and_patterns() {
+        let sql = version_created_sql("\"t\"", Some(&["public.*".to_string()]));
+        assert!(sql.contains("enable_versioning_matching($pgb$\"t\"$pgb$::regclass, ARRAY[$pgb$public.*$pgb$]::text[])"), "{sql}");
+    }
+}

@@ -4,6 +4,7 @@
 //! by [`crate::sql::timetravel`].
 
 pub mod commands;
+pub mod retention;
 
 use crate::sql::lexer::{Lexer, TokenKind};
 

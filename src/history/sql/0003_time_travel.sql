@@ -354,7 +354,10 @@ BEGIN
                     FROM pg_attribute a JOIN pgbranch.versioned_columns vc ON vc.table_id = v_id AND vc.attnum = a.attnum
                     WHERE a.attrelid = p_table),
                    p_table);
-    EXECUTE format('CREATE INDEX %I ON pgbranch_history.%I (pgbranch_valid_from)', v_h || '_from', v_h);
+    -- Retention finds ended versions by their end (current ones are not
+    -- in this index: writing them costs nothing here).
+    EXECUTE format('CREATE INDEX %I ON pgbranch_history.%I (pgbranch_valid_to) WHERE pgbranch_valid_to < ''infinity''',
+                   v_h || '_ended', v_h);
     RETURN format('pgbranch_history.%I', v_h || '_write');
 END
 $fn$;
@@ -374,6 +377,35 @@ BEGIN
     EXECUTE format('CREATE TRIGGER pgbranch_versioning_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS pgbranch_old FOR EACH STATEMENT EXECUTE FUNCTION %s()', p_table, v_fn);
     EXECUTE format('CREATE TRIGGER pgbranch_versioning_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()', p_table, v_fn);
     RETURN format('system versioning enabled for %s', p_table);
+END
+$fn$;
+
+-- Tables created through pgbranch whose schema.table matches a configured
+-- pattern (time_travel.versioned_tables: * for any characters) are
+-- versioned at once; one without a primary key is left unversioned, with
+-- a notice.
+CREATE FUNCTION pgbranch.enable_versioning_matching(p_table regclass, p_patterns text[])
+RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v_name text;
+BEGIN
+    SELECT n.nspname || '.' || c.relname INTO v_name
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = p_table AND c.relkind = 'r' AND c.relpersistence = 'p';
+    IF v_name IS NULL OR NOT EXISTS (
+        SELECT 1 FROM unnest(p_patterns) g
+        -- (chr(92): a backslash, whatever standard_conforming_strings says)
+        WHERE v_name LIKE replace(replace(replace(replace(g, chr(92), chr(92) || chr(92)),
+                                                  '%', chr(92) || '%'),
+                                          '_', chr(92) || '_'), '*', '%')) THEN
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_table AND contype = 'p') THEN
+        RAISE NOTICE 'table % matches time_travel.versioned_tables but has no primary key: not system-versioned', p_table;
+        RETURN NULL;
+    END IF;
+    RETURN pgbranch.enable_versioning(p_table);
 END
 $fn$;
 
@@ -509,6 +541,52 @@ BEGIN
 END
 $fn$;
 
+-- Retention: deletes up to p_batch versions that ended before now() minus
+-- their table's retention in ms (p_tables / p_ms, else p_default_ms;
+-- 0 keeps them for ever), table by table, and moves history_from past
+-- what is gone. A dropped table's history goes with its last version.
+-- Returns how many versions it deleted: the caller repeats, one short
+-- transaction per call, until fewer than p_batch.
+-- Only the owner of schema pgbranch (and roles it grants EXECUTE to) may
+-- call it: it destroys history.
+CREATE FUNCTION pgbranch.prune_history(p_default_ms bigint, p_tables text[],
+                                       p_ms bigint[], p_batch integer)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    v        pgbranch.versioned_tables;
+    v_keep   bigint;
+    v_cutoff timestamptz;
+    v_n      bigint;
+    v_total  bigint := 0;
+BEGIN
+    FOR v IN SELECT * FROM pgbranch.versioned_tables ORDER BY id LOOP
+        v_keep := coalesce(p_ms[array_position(p_tables, v.table_name)], p_default_ms);
+        CONTINUE WHEN v_keep IS NULL OR v_keep <= 0;
+        v_cutoff := now() - make_interval(secs => v_keep / 1000.0);
+        EXECUTE format('DELETE FROM pgbranch_history.%1$I WHERE ctid = ANY (ARRAY(
+                            SELECT ctid FROM pgbranch_history.%1$I
+                            WHERE pgbranch_valid_to < %2$L LIMIT %3$s))',
+                       v.history, v_cutoff, p_batch - v_total);
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        v_total := v_total + v_n;
+        UPDATE pgbranch.versioned_tables SET history_from = greatest(history_from, v_cutoff)
+        WHERE id = v.id AND history_from < v_cutoff;
+        IF v.relid IS NULL AND v.dropped_at < v_cutoff THEN
+            EXECUTE format('SELECT count(*) FROM pgbranch_history.%I', v.history) INTO v_n;
+            IF v_n = 0 THEN
+                EXECUTE format('DROP TABLE pgbranch_history.%I', v.history);
+                EXECUTE format('DROP FUNCTION IF EXISTS pgbranch_history.%I()', v.history || '_write');
+                DELETE FROM pgbranch.versioned_tables WHERE id = v.id;
+            END IF;
+        END IF;
+        EXIT WHEN v_total >= p_batch;
+    END LOOP;
+    RETURN v_total;
+END
+$fn$;
+REVOKE ALL ON FUNCTION pgbranch.prune_history(bigint, text[], bigint[], integer) FROM PUBLIC;
+
 -- Before a statement that drops tables (the proxy sends it, after
 -- ddl_begin): the AS OF functions depend on their table's row type, so
 -- they step aside; the record after the statement remakes those of the
@@ -579,5 +657,6 @@ GRANT EXECUTE ON FUNCTION pgbranch.record_ddl(text, text, text, text, text, text
     pgbranch.versioning_forget(regclass), pgbranch.disable_versioning(regclass),
     pgbranch.versioning_after_ddl(), pgbranch.versioning_before_drop(text),
     pgbranch.restore_table(regclass, timestamptz),
-    pgbranch.create_branch_as_of(text, text, timestamptz, text, text)
+    pgbranch.create_branch_as_of(text, text, timestamptz, text, text),
+    pgbranch.enable_versioning_matching(regclass, text[])
     TO PUBLIC;
