@@ -732,3 +732,66 @@ async fn tables_are_versioned_at_creation_by_clause_or_by_pattern() {
     assert_eq!(code(&e), "0A000", "{e:?}");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn set_pgbranch_as_of_moves_a_session_into_the_past_and_back() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(test_config()).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.batch_execute(
+        "CREATE TABLE acct (id int PRIMARY KEY, balance int); INSERT INTO acct VALUES (1, 10)",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("ALTER TABLE acct ADD SYSTEM VERSIONING")
+        .await
+        .unwrap();
+    let then = snapshot_time(&c).await;
+    c.batch_execute("UPDATE acct SET balance = 20")
+        .await
+        .unwrap();
+    let s = connect(&proxy.conn_str("postgres", &db)).await;
+    let balance = || scalar::<i32>(&s, "SELECT balance FROM acct WHERE id = 1");
+    let shown = || async {
+        s.simple_query("SHOW pgbranch.as_of")
+            .await
+            .unwrap()
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .expect("a row")
+    };
+    assert_eq!(shown().await, "off");
+    assert_eq!(balance().await, 20);
+    s.batch_execute(&format!("SET pgbranch.as_of = '{then}'"))
+        .await
+        .unwrap();
+    assert_eq!(balance().await, 10);
+    assert!(shown().await.starts_with(&then[..19]), "{}", shown().await);
+    let e = s
+        .batch_execute("UPDATE acct SET balance = 0")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "25006");
+    // An invalid time changes nothing.
+    let e = s
+        .batch_execute("SET pgbranch.as_of = 'not a time'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22007", "{e:?}");
+    assert_eq!(balance().await, 10);
+    // Not inside a transaction block.
+    s.batch_execute("BEGIN").await.unwrap();
+    let e = s.batch_execute("RESET pgbranch.as_of").await.unwrap_err();
+    assert_eq!(code(&e), "25001");
+    s.batch_execute("ROLLBACK").await.unwrap();
+    s.batch_execute("RESET pgbranch.as_of").await.unwrap();
+    assert_eq!(shown().await, "off");
+    assert_eq!(balance().await, 20);
+    s.batch_execute("UPDATE acct SET balance = 21")
+        .await
+        .unwrap();
+    proxy.stop().await;
+}

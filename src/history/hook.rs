@@ -93,6 +93,10 @@ pub struct HistoryHook {
     tunables: Arc<Tunables>,
     /// An as-of session: its time as an SQL literal, and as text.
     as_of: Option<(String, String)>,
+    /// The as-of time selected at connect time (RESET returns to it).
+    connect_as_of: Option<(String, String)>,
+    /// A `SET` / `RESET pgbranch.as_of` whose answer is coming.
+    as_of_change: Option<AsOfChange>,
     /// The branch selected at connect time (`RESET pgbranch.branch`).
     connect_branch: String,
     /// A `SET pgbranch.branch` whose answer is coming.
@@ -118,6 +122,24 @@ pub struct HistoryHook {
     last_status: u8,
 }
 
+/// An as-of time as (SQL literal, text).
+fn as_of_pair(at: &str) -> (String, String) {
+    let literal = String::from_utf8_lossy(&record::dollar_quote(at.as_bytes())).into_owned();
+    (literal, at.to_string())
+}
+
+/// A `SET` (time to come, from the proxy's own SELECT) or `RESET
+/// pgbranch.as_of` on its way.
+#[derive(Debug)]
+struct AsOfChange {
+    reset: bool,
+    at: Option<String>,
+    failed: bool,
+    /// ReadyForQuery messages of earlier (pipelined) messages to come
+    /// before this one's.
+    skip: usize,
+}
+
 /// A `SET pgbranch.branch` on its way.
 #[derive(Debug)]
 struct PendingSwitch {
@@ -132,11 +154,9 @@ impl HistoryHook {
         Self {
             schemas: (!info.schemas.is_empty()).then(|| SchemaMap::new(info.schemas.clone())),
             tunables,
-            as_of: info.as_of.as_ref().map(|at| {
-                let literal =
-                    String::from_utf8_lossy(&record::dollar_quote(at.as_bytes())).into_owned();
-                (literal, at.clone())
-            }),
+            as_of: info.as_of.as_deref().map(as_of_pair),
+            connect_as_of: info.as_of.as_deref().map(as_of_pair),
+            as_of_change: None,
             connect_branch: info.branch.clone(),
             switch: None,
             reset_path: info.reset_path.clone(),
@@ -365,6 +385,9 @@ impl HistoryHook {
     }
 
     fn on_query_inner(&mut self, sql: &[u8]) -> ClientVerdict {
+        if let Some(setting) = crate::timetravel::commands::parse_as_of_setting(sql) {
+            return self.on_as_of_setting(sql, setting);
+        }
         if let Some(e) = self.as_of_refusal(sql) {
             return ClientVerdict {
                 replace: Some(query_message(&branch_commands::raise_sql(&e))),
@@ -447,6 +470,78 @@ impl HistoryHook {
         }
         verdict.rewrites |= kinds;
         verdict
+    }
+
+    /// `SET pgbranch.as_of = time` (the time checked and made absolute by
+    /// the proxy's SELECT before the client's SET; the session becomes
+    /// read-only), `RESET pgbranch.as_of` (back to the time selected at
+    /// connect, or none), `SHOW pgbranch.as_of`. Outside transaction
+    /// blocks only: a rollback would undo them behind the proxy's back.
+    fn on_as_of_setting(
+        &mut self,
+        sql: &[u8],
+        setting: crate::timetravel::commands::AsOfSetting,
+    ) -> ClientVerdict {
+        use crate::timetravel::commands::AsOfSetting;
+        let ours = |text: String, swallow: &[usize], kinds: u8| ClientVerdict {
+            replace: Some(query_message(&text)),
+            swallow_statements: swallow.iter().copied().collect(),
+            positions: Some(Arc::new(all_ours())),
+            rewrites: kinds,
+            ..ClientVerdict::default()
+        };
+        let client = String::from_utf8_lossy(sql).into_owned();
+        let client = client.trim_end().trim_end_matches(';');
+        match setting {
+            AsOfSetting::Show => {
+                let shown = self.as_of.as_ref().map_or("off", |(_, t)| t.as_str());
+                let literal =
+                    String::from_utf8_lossy(&record::dollar_quote(shown.as_bytes())).into_owned();
+                ours(
+                    format!("SELECT {literal} AS \"pgbranch.as_of\""),
+                    &[],
+                    rewrite::COMMAND,
+                )
+            }
+            // (A pipelined Close and Sync may still be unanswered: only
+            // the last transaction status counts.)
+            _ if self.last_status != b'I' => {
+                let e = branch_commands::Invalid {
+                    code: "25001",
+                    message: "SET pgbranch.as_of cannot run inside a transaction block".into(),
+                    hint: Some("Set it between transactions.".into()),
+                };
+                ours(branch_commands::raise_sql(&e), &[], rewrite::REFUSED)
+            }
+            AsOfSetting::Set(value) => {
+                self.as_of_change = Some(AsOfChange {
+                    reset: false,
+                    at: None,
+                    failed: false,
+                    skip: self.outstanding,
+                });
+                ours(
+                    format!(
+                        "SELECT ({value})::timestamptz::text;\n{client};\nSET default_transaction_read_only = on"
+                    ),
+                    &[0, 2],
+                    rewrite::COMMAND,
+                )
+            }
+            AsOfSetting::Reset => {
+                self.as_of_change = Some(AsOfChange {
+                    reset: true,
+                    at: None,
+                    failed: false,
+                    skip: self.outstanding,
+                });
+                ours(
+                    format!("{client};\nRESET default_transaction_read_only"),
+                    &[1],
+                    rewrite::COMMAND,
+                )
+            }
+        }
     }
 
     /// `CREATE TABLE ... WITH SYSTEM VERSIONING`, or a CREATE TABLE whose
@@ -747,6 +842,19 @@ impl HistoryHook {
                 ..ClientVerdict::default()
             };
         }
+        if crate::timetravel::commands::parse_as_of_setting(sql).is_some() {
+            let e = branch_commands::Invalid {
+                code: "0A000",
+                message: "pgbranch.as_of is set with the simple query protocol only".into(),
+                hint: Some("Send SET pgbranch.as_of as a simple query (psql does).".into()),
+            };
+            return ClientVerdict {
+                replace: Some(parse_message(branch_commands::raise_sql(&e).as_bytes())),
+                positions: Some(Arc::new(all_ours())),
+                rewrites: rewrite::REFUSED,
+                ..ClientVerdict::default()
+            };
+        }
         if let Some(e) = self.as_of_refusal(sql) {
             return ClientVerdict {
                 replace: Some(parse_message(branch_commands::raise_sql(&e).as_bytes())),
@@ -1024,6 +1132,25 @@ impl SessionHook for HistoryHook {
         if tag == bt::READY_FOR_QUERY {
             self.outstanding = self.outstanding.saturating_sub(1);
             self.last_status = body.first().copied().unwrap_or(b'I');
+            match self.as_of_change.take() {
+                Some(mut change) if change.skip > 0 => {
+                    change.skip -= 1;
+                    self.as_of_change = Some(change);
+                }
+                Some(change) if !change.failed => {
+                    self.as_of = if change.reset {
+                        self.connect_as_of.clone()
+                    } else {
+                        change.at.as_deref().map(as_of_pair)
+                    };
+                }
+                _ => {}
+            }
+        }
+        if tag == bt::ERROR_RESPONSE {
+            if let Some(change) = self.as_of_change.as_mut().filter(|c| c.skip == 0) {
+                change.failed = true;
+            }
         }
         if tag == bt::COMMAND_COMPLETE {
             match self.switch.take() {
@@ -1087,6 +1214,17 @@ impl SessionHook for HistoryHook {
     }
 
     fn on_injected_response(&mut self, tag: u8, body: &[u8]) -> Injected {
+        if let Some(change) = self.as_of_change.as_mut() {
+            match tag {
+                bt::DATA_ROW => {
+                    change.at = crate::protocol::backend::data_row_text(body)
+                        .into_iter()
+                        .next();
+                }
+                bt::ERROR_RESPONSE => change.failed = true,
+                _ => {}
+            }
+        }
         if let Some(sw) = self.switch.as_mut() {
             match tag {
                 bt::DATA_ROW => {

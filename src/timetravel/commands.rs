@@ -363,3 +363,92 @@ mod create_tests {
         assert!(sql.contains("enable_versioning_matching($pgb$\"t\"$pgb$::regclass, ARRAY[$pgb$public.*$pgb$]::text[])"), "{sql}");
     }
 }
+
+/// `SET pgbranch.as_of = value` / `TO value`, `RESET pgbranch.as_of`,
+/// `SHOW pgbranch.as_of`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AsOfSetting {
+    /// The value's SQL text (a literal, as SET takes).
+    Set(String),
+    Reset,
+    Show,
+}
+
+/// Parses an `as_of` setting command; `None` for anything else.
+pub fn parse_as_of_setting(sql: &[u8]) -> Option<AsOfSetting> {
+    if !crate::sql::contains_ignore_ascii_case(sql, b"as_of") {
+        return None;
+    }
+    let tokens: Vec<_> = Lexer::new(sql).collect();
+    let mut t = tokens.as_slice();
+    if let [rest @ .., last] = t {
+        if last.is_punct(b';') {
+            t = rest;
+        }
+    }
+    // The name: pgbranch.as_of, or "pgbranch.as_of" quoted whole.
+    let name_at = |i: usize| -> Option<usize> {
+        match t.get(i..)? {
+            [p, dot, a, ..]
+                if p.is_word("pgbranch") && dot.is_punct(b'.') && a.is_word("as_of") =>
+            {
+                Some(i + 3)
+            }
+            [q, ..] if q.kind == TokenKind::QuotedIdent && q.text == b"\"pgbranch.as_of\"" => {
+                Some(i + 1)
+            }
+            _ => None,
+        }
+    };
+    let first = t.first()?;
+    if first.is_word("show") {
+        return (name_at(1)? == t.len()).then_some(AsOfSetting::Show);
+    }
+    if first.is_word("reset") {
+        return (name_at(1)? == t.len()).then_some(AsOfSetting::Reset);
+    }
+    if !first.is_word("set") {
+        return None;
+    }
+    let mut i = 1;
+    if t.get(1).is_some_and(|x| x.is_word("session")) {
+        i = 2;
+    }
+    let after = name_at(i)?;
+    let op = t.get(after)?;
+    if !(op.is_punct(b'=') || op.is_word("to")) {
+        return None;
+    }
+    let value = t.get(after + 1..)?;
+    let (v0, v1) = (value.first()?, value.last()?);
+    if value.len() == 1 && v0.is_word("default") {
+        return Some(AsOfSetting::Reset);
+    }
+    Some(AsOfSetting::Set(
+        String::from_utf8_lossy(&sql[v0.start..v1.end()]).into_owned(),
+    ))
+}
+
+#[cfg(test)]
+mod setting_tests {
+    use super::*;
+
+    #[test]
+    fn as_of_settings() {
+        let p = |s: &str| parse_as_of_setting(s.as_bytes());
+        assert_eq!(
+            p("SET pgbranch.as_of = '2026-01-01 10:00+00'"),
+            Some(AsOfSetting::Set("'2026-01-01 10:00+00'".into()))
+        );
+        assert_eq!(
+            p("set session \"pgbranch.as_of\" to 'yesterday';"),
+            Some(AsOfSetting::Set("'yesterday'".into()))
+        );
+        assert_eq!(p("SET pgbranch.as_of TO DEFAULT"), Some(AsOfSetting::Reset));
+        assert_eq!(p("RESET pgbranch.as_of"), Some(AsOfSetting::Reset));
+        assert_eq!(p("SHOW pgbranch.as_of"), Some(AsOfSetting::Show));
+        assert_eq!(p("SET LOCAL pgbranch.as_of = 'x'"), None);
+        assert_eq!(p("SET pgbranch.as_of_x = 'x'"), None);
+        assert_eq!(p("SELECT 'SET pgbranch.as_of = 1'"), None);
+    }
+}
