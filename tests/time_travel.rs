@@ -795,3 +795,72 @@ async fn set_pgbranch_as_of_moves_a_session_into_the_past_and_back() {
         .unwrap();
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn versioning_apply_versions_existing_tables_and_history_follows_select_grants() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(test_config()).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.batch_execute(
+        "CREATE TABLE secret (id int PRIMARY KEY, v text); INSERT INTO secret VALUES (1, 'x');
+         CREATE TABLE nokey (v text)",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("CREATE SCHEMA other; CREATE TABLE other.t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let out = pgbranch_cli(&[
+        "versioning",
+        "apply",
+        "--database-url",
+        &db_url(&db),
+        "--pattern",
+        "public.*",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("system versioning enabled for public.secret"),
+        "{text}"
+    );
+    assert!(text.contains("1 table(s) versioned"), "{text}");
+    let out = pgbranch_cli(&["versioning", "list", "--database-url", &db_url(&db)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("public.secret"), "{text}");
+    assert!(!text.contains("other.t"), "{text}");
+
+    // History is readable by whoever may read the table, no one else.
+    c.batch_execute("DROP ROLE IF EXISTS tt_reader; CREATE ROLE tt_reader LOGIN")
+        .await
+        .unwrap();
+    let reader = connect(&proxy.conn_str("tt_reader", &db)).await;
+    let as_of = "SELECT v FROM secret AS OF TIMESTAMP now()";
+    let e = reader.query(as_of, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "42501", "{e:?}");
+    c.batch_execute("GRANT SELECT ON secret TO tt_reader")
+        .await
+        .unwrap();
+    let v: String = scalar(&reader, as_of).await;
+    assert_eq!(v, "x");
+    c.batch_execute("REVOKE SELECT ON secret FROM tt_reader")
+        .await
+        .unwrap();
+    let e = reader.query(as_of, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "42501", "{e:?}");
+    // Writing history needs no privilege on it.
+    c.batch_execute("GRANT INSERT, UPDATE ON secret TO tt_reader")
+        .await
+        .unwrap();
+    reader
+        .batch_execute("INSERT INTO secret VALUES (2, 'y')")
+        .await
+        .unwrap();
+    let n: i64 = scalar(&c, "SELECT count(*) FROM secret AS OF TIMESTAMP now()").await;
+    assert_eq!(n, 2);
+    proxy.stop().await;
+}

@@ -3,6 +3,7 @@
 
 mod branch;
 mod history;
+mod versioning;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,6 +50,10 @@ pub enum Command {
     Drift(history::DbArgs),
     /// Write recorded changes as numbered .sql migration files.
     Export(history::ExportArgs),
+    /// Version existing tables that match patterns, or list the versioned
+    /// tables (time travel).
+    #[command(subcommand)]
+    Versioning(versioning::VersioningCommand),
     /// Print a SCRAM-SHA-256 secret for an `[admin] roles` entry; reads
     /// the password from the first line of standard input.
     AdminSecret,
@@ -95,6 +100,7 @@ pub fn main() -> Result<std::process::ExitCode> {
         Command::Drift(args) => history::run(history::drift(args)),
         Command::Export(args) => history::run(history::export(args)),
         Command::AdminSecret => admin_secret().map(|()| ok),
+        Command::Versioning(command) => history::run(versioning::versioning(command)),
     }
 }
 

@@ -281,6 +281,15 @@ BEGIN
 
     -- Who may read the table may read its history (table-level SELECT;
     -- roles with column privileges only get none).
+    -- Everyone's access is rebuilt from the table's ACL (a REVOKE on the
+    -- table removes the history access it gave).
+    FOR v_grantee IN
+        SELECT DISTINCT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END
+        FROM pg_class c, aclexplode(c.relacl) x
+        WHERE c.oid = (v_h)::regclass AND x.grantee <> c.relowner
+    LOOP
+        EXECUTE format('REVOKE ALL ON %s FROM %s', v_h, v_grantee);
+    END LOOP;
     EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', v_h);
     FOR v_grantee IN
         SELECT DISTINCT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END
