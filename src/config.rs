@@ -888,6 +888,11 @@ mod tests {
         );
         assert_eq!(c.admin.pause_timeout, d.admin.pause_timeout);
         assert!(c.admin.roles.is_empty());
+        assert_eq!(c.time_travel.retention, d.time_travel.retention);
+        assert_eq!(c.time_travel.prune_interval, d.time_travel.prune_interval);
+        assert_eq!(c.time_travel.prune_batch, d.time_travel.prune_batch);
+        assert!(c.time_travel.versioned_tables.is_empty());
+        assert!(c.time_travel.retention_by_table.is_empty());
     }
 
     #[test]
