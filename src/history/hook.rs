@@ -204,8 +204,19 @@ impl HistoryHook {
         // System versioning commands: the metadata check comes first
         // (their functions arrive with migration 3).
         if command.is_none() {
-            return crate::timetravel::commands::parse(sql)
-                .map(|v| (crate::timetravel::commands::to_sql(&v), true));
+            let command = crate::timetravel::commands::parse(sql)?;
+            if self.origin.branch != crate::proxy::selection::DEFAULT_BRANCH {
+                let e = branch_commands::Invalid {
+                    code: "0A000",
+                    message: format!(
+                        "system versioning and RESTORE TABLE work on branch main only (this session is on \"{}\")",
+                        self.origin.branch
+                    ),
+                    hint: Some("Connect to main for them; branches keep no row history.".into()),
+                };
+                return Some((branch_commands::raise_sql(&e), false));
+            }
+            return Some((crate::timetravel::commands::to_sql(&command), true));
         }
         Some(match command? {
             Ok(c) => branch_commands::to_sql(
@@ -343,6 +354,11 @@ impl HistoryHook {
 
     fn on_query(&mut self, body: &[u8]) -> ClientVerdict {
         let sql = take_cstr(body).map_or(body, |(s, _)| s);
+        // RESET ALL / DISCARD ALL also reset pgbranch.as_of (and
+        // default_transaction_read_only) to the connection's own.
+        if self.as_of != self.connect_as_of && resets_settings(sql) {
+            self.as_of = self.connect_as_of.clone();
+        }
         let verdict = self.on_query_inner(sql);
         let Some(restore) = self.restore_path_sql() else {
             return verdict;
@@ -387,6 +403,25 @@ impl HistoryHook {
     fn on_query_inner(&mut self, sql: &[u8]) -> ClientVerdict {
         if let Some(setting) = crate::timetravel::commands::parse_as_of_setting(sql) {
             return self.on_as_of_setting(sql, setting);
+        }
+        if crate::sql::contains_ignore_ascii_case(sql, b"pgbranch.as_of")
+            && self
+                .split(sql)
+                .into_iter()
+                .any(|r| crate::timetravel::commands::parse_as_of_setting(&sql[r]).is_some())
+        {
+            let e = branch_commands::Invalid {
+                code: "0A000",
+                message: "SET / RESET / SHOW pgbranch.as_of must be sent as a query of its own"
+                    .into(),
+                hint: None,
+            };
+            return ClientVerdict {
+                replace: Some(query_message(&branch_commands::raise_sql(&e))),
+                positions: Some(Arc::new(all_ours())),
+                rewrites: rewrite::REFUSED,
+                ..ClientVerdict::default()
+            };
         }
         if let Some(e) = self.as_of_refusal(sql) {
             return ClientVerdict {

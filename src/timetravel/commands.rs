@@ -316,7 +316,11 @@ pub struct CreateTable {
 pub fn version_created_sql(regclass: &str, patterns: Option<&[String]>) -> String {
     let table = String::from_utf8_lossy(&dollar_quote(regclass.as_bytes())).into_owned();
     match patterns {
-        None => format!("SELECT pgbranch.enable_versioning({table}::regclass)"),
+        // (CREATE TABLE IF NOT EXISTS on a table versioned already.)
+        None => format!(
+            "SELECT pgbranch.enable_versioning({table}::regclass) \
+             WHERE NOT EXISTS (SELECT 1 FROM pgbranch.versioned_tables WHERE relid = {table}::regclass)"
+        ),
         Some(p) => {
             let list = p
                 .iter()

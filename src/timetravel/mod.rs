@@ -22,6 +22,14 @@ pub fn write_command(stmt: &[u8]) -> Option<String> {
     let word = String::from_utf8_lossy(first.text).to_ascii_uppercase();
     match word.as_str() {
         "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "TRUNCATE" | "REFRESH" => Some(word),
+        // Leaving read-only: BEGIN / START TRANSACTION / SET TRANSACTION
+        // ... READ WRITE, or the read-only settings themselves.
+        "BEGIN" | "START" | "SET"
+            if crate::sql::contains_ignore_ascii_case(stmt, b"read write")
+                || crate::sql::contains_ignore_ascii_case(stmt, b"read_only") =>
+        {
+            Some(format!("{word} (read-write)"))
+        }
         "COPY" => {
             // COPY name [(columns)] FROM ... writes; COPY (query) TO and
             // COPY name TO read.
@@ -69,6 +77,17 @@ mod tests {
             ("SELECT * FROM t", None),
             ("SHOW search_path", None),
             ("BEGIN", None),
+            ("BEGIN READ ONLY", None),
+            ("begin read write", Some("BEGIN (read-write)")),
+            (
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+                Some("SET (read-write)"),
+            ),
+            (
+                "set default_transaction_read_only = off",
+                Some("SET (read-write)"),
+            ),
+            ("SET search_path = x", None),
         ] {
             assert_eq!(write_command(sql.as_bytes()).as_deref(), refused, "{sql}");
         }

@@ -68,8 +68,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
                      WHERE a.attrelid = p_relid AND a.attnum > 0 AND NOT a.attisdropped), '')
         || '|' || coalesce((SELECT array_to_string(k.conkey, ',') FROM pg_constraint k
                             WHERE k.conrelid = p_relid AND k.contype = 'p'), '')
-        || '|' || coalesce((SELECT c.relacl::text || c.relowner::text FROM pg_class c
-                            WHERE c.oid = p_relid), '')
+        || '|' || coalesce((SELECT c.relacl::text || c.relowner::text || c.relrowsecurity::text
+                            FROM pg_class c WHERE c.oid = p_relid), '')
 $fn$;
 
 -- Refuses a time outside the table's history.
@@ -148,17 +148,21 @@ $fn$;
 -- and the AS OF functions of versioned table p_id after its columns,
 -- key or grants changed. Runs as the owner of schema pgbranch.
 CREATE FUNCTION pgbranch.versioning_generate(p_id bigint) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning AS $fn$
 DECLARE
     v        pgbranch.versioned_tables;
     v_h      text;
     v_cols   text;     -- history column list
     v_src    text;     -- n.<table column> list
     v_keys   text;     -- h.k = o.k AND ...
+    v_ret    text;     -- h.k, ...
+    v_cn     text;     -- c.k = n.k AND ...
     v_typed  text;     -- name type, ... for RETURNS TABLE
     v_rel    text;
     r        record;
     v_grantee text;
+    v_added  text[] := '{}';
 BEGIN
     SELECT * INTO v FROM pgbranch.versioned_tables WHERE id = p_id FOR UPDATE;
     v_rel := v.relid::regclass::text;
@@ -185,6 +189,7 @@ BEGIN
                                 THEN ' COLLATE ' || r.attcollation::regcollation::text ELSE '' END);
             INSERT INTO pgbranch.versioned_columns (table_id, attnum, name)
             VALUES (p_id, r.new_attnum, r.new_name);
+            v_added := v_added || r.new_name;
         ELSE
             IF r.old_name <> r.new_name THEN
                 EXECUTE format('ALTER TABLE %s RENAME COLUMN %I TO %I', v_h, r.old_name, r.new_name);
@@ -209,8 +214,10 @@ BEGIN
 
     -- The primary key (a table must keep one while versioned).
     SELECT array_agg(c.name ORDER BY k.ord),
-           string_agg(format('h.%I = o.%I', c.name, a.attname), ' AND ' ORDER BY k.ord)
-    INTO v.key_columns, v_keys
+           string_agg(format('h.%I = o.%I', c.name, a.attname), ' AND ' ORDER BY k.ord),
+           string_agg(format('h.%I', c.name), ', ' ORDER BY k.ord),
+           string_agg(format('c.%I = n.%I', c.name, a.attname), ' AND ' ORDER BY k.ord)
+    INTO v.key_columns, v_keys, v_ret, v_cn
     FROM pg_constraint p
     CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, ord)
     JOIN pg_attribute a ON a.attrelid = v.relid AND a.attnum = k.attnum
@@ -219,16 +226,28 @@ BEGIN
     IF v_keys IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '0A000',
             MESSAGE = format('table %s is system-versioned and must keep a primary key', v_rel),
-            HINT = 'DROP SYSTEM VERSIONING first, or add a primary key in the same transaction.';
+            HINT = 'DROP SYSTEM VERSIONING first, or replace the primary key in one ALTER TABLE statement.';
+    END IF;
+    -- A column added with a value (a DEFAULT) has it in the current
+    -- versions too; older versions read NULL.
+    IF cardinality(v_added) > 0 AND v.history <> 'pending' THEN
+        EXECUTE format('UPDATE %s h SET %s FROM %s o WHERE %s AND h.pgbranch_valid_to = ''infinity''',
+                       v_h,
+                       (SELECT string_agg(format('%1$I = o.%1$I', c), ', ') FROM unnest(v_added) c),
+                       v_rel, v_keys);
     END IF;
     EXECUTE format('DROP INDEX IF EXISTS pgbranch_history.%I', v.history || '_key');
     EXECUTE format('CREATE INDEX %I ON %s (%s, pgbranch_valid_to)', v.history || '_key', v_h,
                    (SELECT string_agg(format('%I', k), ', ') FROM unnest(v.key_columns) k));
 
-    -- Trigger functions: SECURITY DEFINER (writing history needs no
-    -- privilege on it), and only for the table they were made for.
-    -- A version that began in this same transaction is replaced rather
-    -- than closed (it was never visible to anyone else).
+    -- The trigger function: SECURITY DEFINER (writing history needs no
+    -- privilege on it), only for the table it was made for, one SQL
+    -- statement per call. A closed version ends, and the row's new
+    -- version begins, at the transaction's time, or at the closed
+    -- version's start when a transaction that began later wrote it (and
+    -- committed first): a key never has two versions at once. Several
+    -- changes of a row in one transaction leave zero-length versions
+    -- that no query sees.
     EXECUTE format($f$
         CREATE OR REPLACE FUNCTION pgbranch_history.%1$I() RETURNS trigger
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $b$
@@ -236,25 +255,29 @@ BEGIN
             IF TG_RELID <> %2$s THEN
                 RAISE EXCEPTION 'pgbranch history trigger used on the wrong table';
             END IF;
-            IF TG_OP IN ('UPDATE', 'DELETE') THEN
-                DELETE FROM %3$s h USING pgbranch_old o
-                WHERE %4$s AND h.pgbranch_valid_to = 'infinity' AND h.pgbranch_valid_from = now();
+            IF TG_OP = 'INSERT' THEN
+                INSERT INTO %3$s (pgbranch_valid_from, pgbranch_valid_to, %5$s)
+                SELECT now(), 'infinity', %6$s FROM pgbranch_new n;
+            ELSIF TG_OP = 'UPDATE' THEN
+                WITH closed AS (
+                    UPDATE %3$s h SET pgbranch_valid_to = greatest(now(), h.pgbranch_valid_from)
+                    FROM pgbranch_old o
+                    WHERE %4$s AND h.pgbranch_valid_to = 'infinity'
+                    RETURNING %7$s, h.pgbranch_valid_from)
+                INSERT INTO %3$s (pgbranch_valid_from, pgbranch_valid_to, %5$s)
+                SELECT greatest(now(), c.pgbranch_valid_from), 'infinity', %6$s
+                FROM pgbranch_new n LEFT JOIN closed c ON %8$s;
+            ELSIF TG_OP = 'DELETE' THEN
                 UPDATE %3$s h SET pgbranch_valid_to = greatest(now(), h.pgbranch_valid_from)
                 FROM pgbranch_old o
                 WHERE %4$s AND h.pgbranch_valid_to = 'infinity';
-            ELSIF TG_OP = 'TRUNCATE' THEN
-                DELETE FROM %3$s h
-                WHERE h.pgbranch_valid_to = 'infinity' AND h.pgbranch_valid_from = now();
+            ELSE
                 UPDATE %3$s h SET pgbranch_valid_to = greatest(now(), h.pgbranch_valid_from)
                 WHERE h.pgbranch_valid_to = 'infinity';
             END IF;
-            IF TG_OP IN ('INSERT', 'UPDATE') THEN
-                INSERT INTO %3$s (pgbranch_valid_from, pgbranch_valid_to, %5$s)
-                SELECT now(), 'infinity', %6$s FROM pgbranch_new n;
-            END IF;
             RETURN NULL;
         END
-        $b$ $f$, v.history || '_write', v.relid, v_h, v_keys, v_cols, v_src);
+        $b$ $f$, v.history || '_write', v.relid, v_h, v_keys, v_cols, v_src, v_ret, v_cn);
 
     -- AS OF functions: LANGUAGE sql, STABLE, not SECURITY DEFINER and
     -- without SET, so that the planner inlines them. $2 and $3 rather
@@ -264,7 +287,8 @@ BEGIN
         CREATE FUNCTION pgbranch_history.as_of(%1$s, timestamptz, boolean) RETURNS SETOF %1$s
         LANGUAGE sql STABLE AS $b$
             SELECT %2$s FROM %3$s h
-            WHERE h.pgbranch_valid_from <= $2 AND h.pgbranch_valid_to > $2
+            WHERE h.pgbranch_valid_from <= coalesce($2, 'infinity')
+              AND h.pgbranch_valid_to > coalesce($2, 'infinity')
               AND pgbranch.check_as_of(%4$s, $2)
         $b$ $f$, v_rel, v_cols, v_h, p_id);
     EXECUTE format('DROP FUNCTION IF EXISTS pgbranch_history.versions(%s, timestamptz, timestamptz, boolean)', v_rel);
@@ -274,8 +298,9 @@ BEGIN
         LANGUAGE sql STABLE AS $b$
             SELECT %3$s, h.pgbranch_valid_from, h.pgbranch_valid_to FROM %4$s h
             WHERE h.pgbranch_valid_from < h.pgbranch_valid_to
-              AND h.pgbranch_valid_to > $2
-              AND (h.pgbranch_valid_from < $3 OR ($4 AND h.pgbranch_valid_from = $3))
+              AND h.pgbranch_valid_to > coalesce($2, 'infinity')
+              AND (h.pgbranch_valid_from < coalesce($3, '-infinity')
+                   OR ($4 AND h.pgbranch_valid_from = $3))
               AND pgbranch.check_range(%5$s, $2, $3)
         $b$ $f$, v_rel, v_typed, v_cols, v_h, p_id);
 
@@ -291,10 +316,12 @@ BEGIN
         EXECUTE format('REVOKE ALL ON %s FROM %s', v_h, v_grantee);
     END LOOP;
     EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', v_h);
+    -- With row-level security (enabled after versioning), the history
+    -- would show rows the policies hide: no one gets it.
     FOR v_grantee IN
         SELECT DISTINCT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END
         FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) x
-        WHERE c.oid = v.relid AND x.privilege_type = 'SELECT'
+        WHERE c.oid = v.relid AND x.privilege_type = 'SELECT' AND NOT c.relrowsecurity
     LOOP
         EXECUTE format('GRANT SELECT ON %s TO %s', v_h, v_grantee);
     END LOOP;
@@ -324,6 +351,16 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '0A000',
             MESSAGE = format('%s is not an ordinary table: pgbranch versions ordinary tables only', p_table),
             HINT = 'Partitioned tables, views and foreign tables cannot be system-versioned yet.';
+    END IF;
+    IF c.relispartition THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('%s is a partition: pgbranch versions ordinary tables only', p_table);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pgbranch.branch_schemas s
+               WHERE s.physical = (SELECT nspname FROM pg_namespace WHERE oid = c.relnamespace)
+                 AND s.branch <> 'main') THEN
+        RAISE EXCEPTION USING ERRCODE = '0A000',
+            MESSAGE = format('table %s belongs to a branch: system versioning is kept on main only', p_table);
     END IF;
     IF c.relpersistence <> 'p' THEN
         RAISE EXCEPTION USING ERRCODE = '0A000',
@@ -402,6 +439,9 @@ BEGIN
     SELECT n.nspname || '.' || c.relname INTO v_name
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.oid = p_table AND c.relkind = 'r' AND c.relpersistence = 'p';
+    IF EXISTS (SELECT 1 FROM pgbranch.versioned_tables WHERE relid = p_table) THEN
+        RETURN NULL;
+    END IF;
     IF v_name IS NULL OR NOT EXISTS (
         SELECT 1 FROM unnest(p_patterns) g
         -- (chr(92): a backslash, whatever standard_conforming_strings says)
@@ -465,6 +505,9 @@ DECLARE
 BEGIN
     FOR v IN SELECT * FROM pgbranch.versioned_tables WHERE relid IS NOT NULL ORDER BY id LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = v.relid) THEN
+            -- Its rows ended with it; retention removes the history.
+            EXECUTE format('UPDATE pgbranch_history.%I SET pgbranch_valid_to = greatest(now(), pgbranch_valid_from) WHERE pgbranch_valid_to = ''infinity''',
+                           v.history);
             UPDATE pgbranch.versioned_tables SET relid = NULL, dropped_at = now() WHERE id = v.id;
         ELSIF pgbranch.versioning_signature(v.relid) IS DISTINCT FROM v.signature
               OR v.table_name <> v.relid::regclass::text THEN
