@@ -87,15 +87,16 @@
 //! - Clauses after anything else than a name (a subquery, a function
 //!   call) and on the target of `UPDATE`, `DELETE`, `INSERT` or `MERGE`
 //!   are not recognised. Any name is rewritten, whether or not it is a
-//!   versioned table: a view, a CTE named in an explicit clause or an
-//!   unversioned table makes the server report a missing function.
+//!   versioned table: a view or an unversioned table gets the server's
+//!   "has no history" error (55000), a CTE named in an explicit clause
+//!   "type does not exist" (42704).
 //! - Names of more than three parts, `FROM ONLY (t)` and `FROM t *` are
 //!   not recognised.
 //! - In a session, a CTE name hides a table of the same name anywhere in
 //!   the statement (scopes are not tracked); fully qualified column
 //!   references (`public.t.id`) stop working, since the wrapped table is
 //!   known by its alias only; locking clauses (`FOR UPDATE`) on wrapped
-//!   tables are rejected by the server; `CREATE VIEW ... AS SELECT` is
+//!   tables lock nothing of the live table; `CREATE VIEW ... AS SELECT` is
 //!   wrapped too (the view is pinned to the session's time).
 //! - GRANT, REVOKE and ALTER DEFAULT PRIVILEGES statements are skipped.
 //! - Dynamic SQL (`EXECUTE`, function bodies in strings or dollar quotes)

@@ -1,13 +1,17 @@
 -- Migration 3: row history for system-versioned tables (time travel).
 --
 -- A versioned table keeps its rows untouched; every version of every row
--- lives in a history table of schema pgbranch_history, with its validity
--- [pgbranch_valid_from, pgbranch_valid_to) in transaction time (now()).
--- The current version of a row has pgbranch_valid_to = 'infinity'.
+-- lives in a history table of schema pgbranch_history, append-only:
+-- pgbranch_valid_from (transaction time), pgbranch_seq (order within a
+-- transaction), pgbranch_deleted (a tombstone: the key's row was
+-- deleted), then the table's columns. A version is valid from its
+-- pgbranch_valid_from until the next version of its key begins.
 -- Statement-level AFTER triggers with transition tables write the history
--- (one call per statement, whatever the number of rows). AS OF queries go
+-- (one call per statement, whatever the number of rows; no history row
+-- is ever updated, so writing leaves no dead tuples). AS OF queries go
 -- through per-table SQL functions the planner inlines, so a primary-key
--- lookup uses the history's (key, pgbranch_valid_to) index:
+-- lookup uses the history's (key, pgbranch_valid_from, pgbranch_seq)
+-- index:
 --
 --   pgbranch_history.as_of(NULL::t, at, session)      -> SETOF t
 --   pgbranch_history.versions(NULL::t, from, to, incl) -> t's columns,
@@ -27,6 +31,8 @@
 
 CREATE SCHEMA pgbranch_history;
 GRANT USAGE ON SCHEMA pgbranch_history TO PUBLIC;
+-- Orders the versions a transaction writes (they share its time).
+CREATE SEQUENCE pgbranch_history.version_seq;
 
 CREATE TABLE pgbranch.versioned_tables (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -156,8 +162,11 @@ DECLARE
     v_cols   text;     -- history column list
     v_src    text;     -- n.<table column> list
     v_keys   text;     -- h.k = o.k AND ...
-    v_ret    text;     -- h.k, ...
-    v_cn     text;     -- c.k = n.k AND ...
+    v_nkeys  text;     -- h.k = n.k AND ...
+    v_nokeys text;     -- n.k = o.k AND ...
+    v_wkeys  text;     -- w.k = h.k AND ...
+    v_hkeys  text;     -- h.k, ...
+    v_tomb   text;     -- o.k or NULL per column
     v_typed  text;     -- name type, ... for RETURNS TABLE
     v_rel    text;
     r        record;
@@ -215,9 +224,11 @@ BEGIN
     -- The primary key (a table must keep one while versioned).
     SELECT array_agg(c.name ORDER BY k.ord),
            string_agg(format('h.%I = o.%I', c.name, a.attname), ' AND ' ORDER BY k.ord),
-           string_agg(format('h.%I', c.name), ', ' ORDER BY k.ord),
-           string_agg(format('c.%I = n.%I', c.name, a.attname), ' AND ' ORDER BY k.ord)
-    INTO v.key_columns, v_keys, v_ret, v_cn
+           string_agg(format('h.%I = n.%I', c.name, a.attname), ' AND ' ORDER BY k.ord),
+           string_agg(format('n.%I = o.%I', a.attname, a.attname), ' AND ' ORDER BY k.ord),
+           string_agg(format('w.%1$I = h.%1$I', c.name), ' AND ' ORDER BY k.ord),
+           string_agg(format('h.%I', c.name), ', ' ORDER BY k.ord)
+    INTO v.key_columns, v_keys, v_nkeys, v_nokeys, v_wkeys, v_hkeys
     FROM pg_constraint p
     CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, ord)
     JOIN pg_attribute a ON a.attrelid = v.relid AND a.attnum = k.attnum
@@ -228,81 +239,117 @@ BEGIN
             MESSAGE = format('table %s is system-versioned and must keep a primary key', v_rel),
             HINT = 'DROP SYSTEM VERSIONING first, or replace the primary key in one ALTER TABLE statement.';
     END IF;
+    -- A tombstone holds the key only.
+    SELECT string_agg(CASE WHEN a.attnum = ANY (p.conkey) THEN format('o.%I', a.attname) ELSE 'NULL' END,
+                      ', ' ORDER BY a.attnum)
+    INTO v_tomb
+    FROM pg_attribute a
+    JOIN pgbranch.versioned_columns c ON c.table_id = p_id AND c.attnum = a.attnum
+    CROSS JOIN (SELECT conkey FROM pg_constraint WHERE conrelid = v.relid AND contype = 'p') p
+    WHERE a.attrelid = v.relid AND a.attnum > 0 AND NOT a.attisdropped;
     -- A column added with a value (a DEFAULT) has it in the current
     -- versions too; older versions read NULL.
-    IF cardinality(v_added) > 0 AND v.history <> 'pending' THEN
-        EXECUTE format('UPDATE %s h SET %s FROM %s o WHERE %s AND h.pgbranch_valid_to = ''infinity''',
+    IF cardinality(v_added) > 0 THEN
+        EXECUTE format('UPDATE %1$s h SET %2$s FROM %3$s o WHERE %4$s AND NOT h.pgbranch_deleted
+                          AND NOT EXISTS (SELECT 1 FROM %1$s w WHERE %5$s
+                                          AND (w.pgbranch_valid_from, w.pgbranch_seq) > (h.pgbranch_valid_from, h.pgbranch_seq))',
                        v_h,
                        (SELECT string_agg(format('%1$I = o.%1$I', c), ', ') FROM unnest(v_added) c),
-                       v_rel, v_keys);
+                       v_rel, v_keys, v_wkeys);
     END IF;
     EXECUTE format('DROP INDEX IF EXISTS pgbranch_history.%I', v.history || '_key');
-    EXECUTE format('CREATE INDEX %I ON %s (%s, pgbranch_valid_to)', v.history || '_key', v_h,
+    EXECUTE format('CREATE INDEX %I ON %s (%s, pgbranch_valid_from, pgbranch_seq)', v.history || '_key', v_h,
                    (SELECT string_agg(format('%I', k), ', ') FROM unnest(v.key_columns) k));
 
     -- The trigger function: SECURITY DEFINER (writing history needs no
-    -- privilege on it), only for the table it was made for, one SQL
-    -- statement per call. A closed version ends, and the row's new
-    -- version begins, at the transaction's time, or at the closed
-    -- version's start when a transaction that began later wrote it (and
-    -- committed first): a key never has two versions at once. Several
-    -- changes of a row in one transaction leave zero-length versions
-    -- that no query sees.
+    -- privilege on it), only for the table it was made for. History is
+    -- append-only: a change adds a version (a delete, a tombstone) that
+    -- begins at the transaction's time, or just after the key's latest
+    -- version when a transaction that began later wrote that one (and
+    -- committed first); a version ends where the key's next one begins.
+    -- Several changes of a row in one transaction: the last one counts
+    -- (pgbranch_seq orders them). Index plans always (enable_seqscan off):
+    -- the function's plans are cached for the session, and one made while
+    -- the history was small would scan it whole later.
     EXECUTE format($f$
         CREATE OR REPLACE FUNCTION pgbranch_history.%1$I() RETURNS trigger
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $b$
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        SET enable_seqscan = off AS $b$
+        DECLARE
+            v_start timestamptz;
         BEGIN
             IF TG_RELID <> %2$s THEN
                 RAISE EXCEPTION 'pgbranch history trigger used on the wrong table';
             END IF;
             IF TG_OP = 'INSERT' THEN
-                INSERT INTO %3$s (pgbranch_valid_from, pgbranch_valid_to, %5$s)
-                SELECT now(), 'infinity', %6$s FROM pgbranch_new n;
+                SELECT greatest(now(), max(l.pgbranch_valid_from)) INTO v_start
+                FROM pgbranch_new n CROSS JOIN LATERAL (
+                    SELECT h.pgbranch_valid_from FROM %3$s h WHERE %5$s
+                    ORDER BY h.pgbranch_valid_from DESC, h.pgbranch_seq DESC LIMIT 1) l;
+                INSERT INTO %3$s (pgbranch_valid_from, %6$s)
+                SELECT v_start, %7$s FROM pgbranch_new n;
             ELSIF TG_OP = 'UPDATE' THEN
-                WITH closed AS (
-                    UPDATE %3$s h SET pgbranch_valid_to = greatest(now(), h.pgbranch_valid_from)
-                    FROM pgbranch_old o
-                    WHERE %4$s AND h.pgbranch_valid_to = 'infinity'
-                    RETURNING %7$s, h.pgbranch_valid_from)
-                INSERT INTO %3$s (pgbranch_valid_from, pgbranch_valid_to, %5$s)
-                SELECT greatest(now(), c.pgbranch_valid_from), 'infinity', %6$s
-                FROM pgbranch_new n LEFT JOIN closed c ON %8$s;
+                SELECT greatest(now(), max(l.pgbranch_valid_from)) INTO v_start
+                FROM pgbranch_old o CROSS JOIN LATERAL (
+                    SELECT h.pgbranch_valid_from FROM %3$s h WHERE %4$s
+                    ORDER BY h.pgbranch_valid_from DESC, h.pgbranch_seq DESC LIMIT 1) l;
+                INSERT INTO %3$s (pgbranch_valid_from, pgbranch_deleted, %6$s)
+                SELECT v_start, false, %7$s FROM pgbranch_new n
+                UNION ALL
+                SELECT v_start, true, %8$s FROM pgbranch_old o
+                WHERE NOT EXISTS (SELECT 1 FROM pgbranch_new n WHERE %9$s);
             ELSIF TG_OP = 'DELETE' THEN
-                UPDATE %3$s h SET pgbranch_valid_to = greatest(now(), h.pgbranch_valid_from)
-                FROM pgbranch_old o
-                WHERE %4$s AND h.pgbranch_valid_to = 'infinity';
+                SELECT greatest(now(), max(l.pgbranch_valid_from)) INTO v_start
+                FROM pgbranch_old o CROSS JOIN LATERAL (
+                    SELECT h.pgbranch_valid_from FROM %3$s h WHERE %4$s
+                    ORDER BY h.pgbranch_valid_from DESC, h.pgbranch_seq DESC LIMIT 1) l;
+                INSERT INTO %3$s (pgbranch_valid_from, pgbranch_deleted, %6$s)
+                SELECT v_start, true, %8$s FROM pgbranch_old o;
             ELSE
-                UPDATE %3$s h SET pgbranch_valid_to = greatest(now(), h.pgbranch_valid_from)
-                WHERE h.pgbranch_valid_to = 'infinity';
+                SELECT greatest(now(), max(h.pgbranch_valid_from)) INTO v_start FROM %3$s h;
+                INSERT INTO %3$s (pgbranch_valid_from, pgbranch_deleted, %6$s)
+                SELECT v_start, true, %8$s
+                FROM (SELECT DISTINCT ON (%10$s) h.*
+                      FROM %3$s h ORDER BY %10$s, h.pgbranch_valid_from DESC, h.pgbranch_seq DESC) o
+                WHERE NOT o.pgbranch_deleted;
             END IF;
             RETURN NULL;
         END
-        $b$ $f$, v.history || '_write', v.relid, v_h, v_keys, v_cols, v_src, v_ret, v_cn);
+        $b$ $f$, v.history || '_write', v.relid, v_h, v_keys, v_nkeys, v_cols, v_src,
+        v_tomb, v_nokeys, v_hkeys);
 
     -- AS OF functions: LANGUAGE sql, STABLE, not SECURITY DEFINER and
-    -- without SET, so that the planner inlines them. $2 and $3 rather
-    -- than names: a table column may be called like a parameter.
+    -- without SET, so that the planner inlines them (a condition on the
+    -- key then reaches the history's key index). $2 and $3 rather than
+    -- names: a table column may be called like a parameter. A NULL time
+    -- reaches the check (coalesce keeps the planner from folding it away).
     EXECUTE format('DROP FUNCTION IF EXISTS pgbranch_history.as_of(%s, timestamptz, boolean)', v_rel);
     EXECUTE format($f$
         CREATE FUNCTION pgbranch_history.as_of(%1$s, timestamptz, boolean) RETURNS SETOF %1$s
         LANGUAGE sql STABLE AS $b$
-            SELECT %2$s FROM %3$s h
-            WHERE h.pgbranch_valid_from <= coalesce($2, 'infinity')
-              AND h.pgbranch_valid_to > coalesce($2, 'infinity')
-              AND pgbranch.check_as_of(%4$s, $2)
-        $b$ $f$, v_rel, v_cols, v_h, p_id);
+            SELECT %2$s FROM (
+                SELECT DISTINCT ON (%5$s) h.* FROM %3$s h
+                WHERE h.pgbranch_valid_from <= coalesce($2, 'infinity')
+                ORDER BY %5$s, h.pgbranch_valid_from DESC, h.pgbranch_seq DESC) h
+            WHERE NOT h.pgbranch_deleted AND pgbranch.check_as_of(%4$s, $2)
+        $b$ $f$, v_rel, v_cols, v_h, p_id, v_hkeys);
     EXECUTE format('DROP FUNCTION IF EXISTS pgbranch_history.versions(%s, timestamptz, timestamptz, boolean)', v_rel);
     EXECUTE format($f$
         CREATE FUNCTION pgbranch_history.versions(%1$s, timestamptz, timestamptz, boolean)
         RETURNS TABLE (%2$s, pgbranch_valid_from timestamptz, pgbranch_valid_to timestamptz)
         LANGUAGE sql STABLE AS $b$
-            SELECT %3$s, h.pgbranch_valid_from, h.pgbranch_valid_to FROM %4$s h
-            WHERE h.pgbranch_valid_from < h.pgbranch_valid_to
+            SELECT %3$s, h.pgbranch_valid_from, h.pgbranch_valid_to FROM (
+                SELECT h.*, coalesce(lead(h.pgbranch_valid_from) OVER (
+                           PARTITION BY %6$s ORDER BY h.pgbranch_valid_from, h.pgbranch_seq),
+                           'infinity') AS pgbranch_valid_to
+                FROM %4$s h) h
+            WHERE NOT h.pgbranch_deleted
+              AND h.pgbranch_valid_from < h.pgbranch_valid_to
               AND h.pgbranch_valid_to > coalesce($2, 'infinity')
               AND (h.pgbranch_valid_from < coalesce($3, '-infinity')
                    OR ($4 AND h.pgbranch_valid_from = $3))
               AND pgbranch.check_range(%5$s, $2, $3)
-        $b$ $f$, v_rel, v_typed, v_cols, v_h, p_id);
+        $b$ $f$, v_rel, v_typed, v_cols, v_h, p_id, v_hkeys);
 
     -- Who may read the table may read its history (table-level SELECT;
     -- roles with column privileges only get none).
@@ -390,20 +437,19 @@ BEGIN
     RETURNING id INTO v_id;
     v_h := left(c.relname, 40) || '_' || v_id;
     UPDATE pgbranch.versioned_tables SET history = v_h WHERE id = v_id;
-    EXECUTE format('CREATE TABLE pgbranch_history.%I (pgbranch_valid_from timestamptz NOT NULL, pgbranch_valid_to timestamptz NOT NULL)', v_h);
+    EXECUTE format('CREATE TABLE pgbranch_history.%I (
+                        pgbranch_valid_from timestamptz NOT NULL,
+                        pgbranch_seq bigint NOT NULL DEFAULT nextval(''pgbranch_history.version_seq''),
+                        pgbranch_deleted boolean NOT NULL DEFAULT false)', v_h);
     PERFORM pgbranch.versioning_generate(v_id);
     -- The rows there are now: versions starting now.
-    EXECUTE format('INSERT INTO pgbranch_history.%I (pgbranch_valid_from, pgbranch_valid_to, %s) SELECT now(), ''infinity'', %s FROM %s n',
+    EXECUTE format('INSERT INTO pgbranch_history.%I (pgbranch_valid_from, %s) SELECT now(), %s FROM %s n',
                    v_h,
                    (SELECT string_agg(format('%I', name), ', ' ORDER BY attnum) FROM pgbranch.versioned_columns WHERE table_id = v_id),
                    (SELECT string_agg(format('n.%I', a.attname), ', ' ORDER BY a.attnum)
                     FROM pg_attribute a JOIN pgbranch.versioned_columns vc ON vc.table_id = v_id AND vc.attnum = a.attnum
                     WHERE a.attrelid = p_table),
                    p_table);
-    -- Retention finds ended versions by their end (current ones are not
-    -- in this index: writing them costs nothing here).
-    EXECUTE format('CREATE INDEX %I ON pgbranch_history.%I (pgbranch_valid_to) WHERE pgbranch_valid_to < ''infinity''',
-                   v_h || '_ended', v_h);
     RETURN format('pgbranch_history.%I', v_h || '_write');
 END
 $fn$;
@@ -505,9 +551,7 @@ DECLARE
 BEGIN
     FOR v IN SELECT * FROM pgbranch.versioned_tables WHERE relid IS NOT NULL ORDER BY id LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = v.relid) THEN
-            -- Its rows ended with it; retention removes the history.
-            EXECUTE format('UPDATE pgbranch_history.%I SET pgbranch_valid_to = greatest(now(), pgbranch_valid_from) WHERE pgbranch_valid_to = ''infinity''',
-                           v.history);
+            -- Its history stays until retention removes it.
             UPDATE pgbranch.versioned_tables SET relid = NULL, dropped_at = now() WHERE id = v.id;
         ELSIF pgbranch.versioning_signature(v.relid) IS DISTINCT FROM v.signature
               OR v.table_name <> v.relid::regclass::text THEN
@@ -596,7 +640,7 @@ $fn$;
 -- Retention: deletes up to p_batch versions that ended before now() minus
 -- their table's retention in ms (p_tables / p_ms, else p_default_ms;
 -- 0 keeps them for ever), table by table, and moves history_from past
--- what is gone. A dropped table's history goes with its last version.
+-- what is gone. A dropped table's history goes when the drop is that old.
 -- Returns how many versions it deleted: the caller repeats, one short
 -- transaction per call, until fewer than p_batch.
 -- Only the owner of schema pgbranch (and roles it grants EXECUTE to) may
@@ -611,15 +655,36 @@ DECLARE
     v_cutoff timestamptz;
     v_n      bigint;
     v_total  bigint := 0;
+    v_same   text;
 BEGIN
     FOR v IN SELECT * FROM pgbranch.versioned_tables ORDER BY id LOOP
         v_keep := coalesce(p_ms[array_position(p_tables, v.table_name)], p_default_ms);
         CONTINUE WHEN v_keep IS NULL OR v_keep <= 0;
         v_cutoff := now() - make_interval(secs => v_keep / 1000.0);
-        EXECUTE format('DELETE FROM pgbranch_history.%1$I WHERE ctid = ANY (ARRAY(
-                            SELECT ctid FROM pgbranch_history.%1$I
-                            WHERE pgbranch_valid_to < %2$L LIMIT %3$s))',
-                       v.history, v_cutoff, p_batch - v_total);
+        v_same := (SELECT string_agg(format('w.%1$I = h.%1$I', k), ' AND ') FROM unnest(v.key_columns) k);
+        IF v.relid IS NULL AND v.dropped_at < v_cutoff THEN
+            -- Dropped before the cutoff: all of it goes.
+            EXECUTE format('DELETE FROM pgbranch_history.%1$I WHERE ctid = ANY (ARRAY(
+                                SELECT ctid FROM pgbranch_history.%1$I LIMIT %2$s))',
+                           v.history, p_batch - v_total);
+        ELSE
+            -- A version another one replaced before the cutoff; a
+            -- tombstone from before it that is all that is left of its
+            -- key. (History is written in order: old versions lie at the
+            -- start of the table, where this scan begins.)
+            EXECUTE format('DELETE FROM pgbranch_history.%1$I WHERE ctid = ANY (ARRAY(
+                                SELECT h.ctid FROM pgbranch_history.%1$I h
+                                WHERE h.pgbranch_valid_from < %2$L
+                                  AND (EXISTS (SELECT 1 FROM pgbranch_history.%1$I w
+                                               WHERE %4$s AND w.pgbranch_valid_from <= %2$L
+                                                 AND (w.pgbranch_valid_from, w.pgbranch_seq)
+                                                     > (h.pgbranch_valid_from, h.pgbranch_seq))
+                                       OR (h.pgbranch_deleted
+                                           AND NOT EXISTS (SELECT 1 FROM pgbranch_history.%1$I w
+                                                           WHERE %4$s AND w.pgbranch_seq <> h.pgbranch_seq)))
+                                LIMIT %3$s))',
+                           v.history, v_cutoff, p_batch - v_total, v_same);
+        END IF;
         GET DIAGNOSTICS v_n = ROW_COUNT;
         v_total := v_total + v_n;
         UPDATE pgbranch.versioned_tables SET history_from = greatest(history_from, v_cutoff)
