@@ -468,7 +468,7 @@ report_sizes() {
     size_line "pgbench_accounts, after the updates" "$ASIZE_AFTER"
     echo "history bytes per updated row: (after - before) / $UPDATES = $(awk -v a="$t0" -v b="$t1" -v n="$UPDATES" 'BEGIN { printf "%.1f", (b - a) / n }') bytes"
     echo "  (history rows added: $((r1 - r0)); sizes are pg_total_relation_size / pg_relation_size / pg_indexes_size,"
-    echo "  'after' measured after VACUUM ANALYZE and the lookups; history index: (aid, pgbranch_valid_from, pgbranch_seq);"
+    echo "  'after' measured after VACUUM ANALYZE and the lookups; history index: (aid, pgbranch_seq);"
     echo "  history is append-only: an update adds one row and changes none)"
 }
 

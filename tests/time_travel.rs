@@ -526,7 +526,7 @@ async fn restore_table_brings_a_moment_back_as_new_history_and_drop_keeps_histor
         &format!(
             "SELECT count(*) FROM (SELECT DISTINCT ON (id) * FROM pgbranch_history.item_1
              WHERE pgbranch_valid_from <= '{now}'
-             ORDER BY id, pgbranch_valid_from DESC, pgbranch_seq DESC) v
+             ORDER BY id, pgbranch_seq DESC) v
              WHERE NOT pgbranch_deleted"
         ),
     )

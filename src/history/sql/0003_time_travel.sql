@@ -252,65 +252,49 @@ BEGIN
     IF cardinality(v_added) > 0 THEN
         EXECUTE format('UPDATE %1$s h SET %2$s FROM %3$s o WHERE %4$s AND NOT h.pgbranch_deleted
                           AND NOT EXISTS (SELECT 1 FROM %1$s w WHERE %5$s
-                                          AND (w.pgbranch_valid_from, w.pgbranch_seq) > (h.pgbranch_valid_from, h.pgbranch_seq))',
+                                          AND w.pgbranch_seq > h.pgbranch_seq)',
                        v_h,
                        (SELECT string_agg(format('%1$I = o.%1$I', c), ', ') FROM unnest(v_added) c),
                        v_rel, v_keys, v_wkeys);
     END IF;
     EXECUTE format('DROP INDEX IF EXISTS pgbranch_history.%I', v.history || '_key');
-    EXECUTE format('CREATE INDEX %I ON %s (%s, pgbranch_valid_from, pgbranch_seq)', v.history || '_key', v_h,
+    EXECUTE format('CREATE INDEX %I ON %s (%s, pgbranch_seq)', v.history || '_key', v_h,
                    (SELECT string_agg(format('%I', k), ', ') FROM unnest(v.key_columns) k));
 
     -- The trigger function: SECURITY DEFINER (writing history needs no
-    -- privilege on it), only for the table it was made for. History is
-    -- append-only: a change adds a version (a delete, a tombstone) that
-    -- begins at the transaction's time, or just after the key's latest
-    -- version when a transaction that began later wrote that one (and
-    -- committed first); a version ends where the key's next one begins.
-    -- Several changes of a row in one transaction: the last one counts
-    -- (pgbranch_seq orders them). Index plans always (enable_seqscan off):
-    -- the function's plans are cached for the session, and one made while
-    -- the history was small would scan it whole later.
+    -- privilege on it), only for the table it was made for, one SQL
+    -- statement per call. History is append-only: a change adds a version
+    -- (a delete, a tombstone) that begins at the transaction's time;
+    -- pgbranch_seq orders the versions of a key as they were written (a
+    -- transaction that began earlier but wrote later comes after), and a
+    -- version ends where a later-written version of its key begins. Only
+    -- TRUNCATE reads the history.
     EXECUTE format($f$
         CREATE OR REPLACE FUNCTION pgbranch_history.%1$I() RETURNS trigger
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-        SET enable_seqscan = off AS $b$
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $b$
         DECLARE
-            v_start timestamptz;
+            v_start timestamptz := now();
         BEGIN
             IF TG_RELID <> %2$s THEN
                 RAISE EXCEPTION 'pgbranch history trigger used on the wrong table';
             END IF;
             IF TG_OP = 'INSERT' THEN
-                SELECT greatest(now(), max(l.pgbranch_valid_from)) INTO v_start
-                FROM pgbranch_new n CROSS JOIN LATERAL (
-                    SELECT h.pgbranch_valid_from FROM %3$s h WHERE %5$s
-                    ORDER BY h.pgbranch_valid_from DESC, h.pgbranch_seq DESC LIMIT 1) l;
                 INSERT INTO %3$s (pgbranch_valid_from, %6$s)
                 SELECT v_start, %7$s FROM pgbranch_new n;
             ELSIF TG_OP = 'UPDATE' THEN
-                SELECT greatest(now(), max(l.pgbranch_valid_from)) INTO v_start
-                FROM pgbranch_old o CROSS JOIN LATERAL (
-                    SELECT h.pgbranch_valid_from FROM %3$s h WHERE %4$s
-                    ORDER BY h.pgbranch_valid_from DESC, h.pgbranch_seq DESC LIMIT 1) l;
                 INSERT INTO %3$s (pgbranch_valid_from, pgbranch_deleted, %6$s)
                 SELECT v_start, false, %7$s FROM pgbranch_new n
                 UNION ALL
                 SELECT v_start, true, %8$s FROM pgbranch_old o
                 WHERE NOT EXISTS (SELECT 1 FROM pgbranch_new n WHERE %9$s);
             ELSIF TG_OP = 'DELETE' THEN
-                SELECT greatest(now(), max(l.pgbranch_valid_from)) INTO v_start
-                FROM pgbranch_old o CROSS JOIN LATERAL (
-                    SELECT h.pgbranch_valid_from FROM %3$s h WHERE %4$s
-                    ORDER BY h.pgbranch_valid_from DESC, h.pgbranch_seq DESC LIMIT 1) l;
                 INSERT INTO %3$s (pgbranch_valid_from, pgbranch_deleted, %6$s)
                 SELECT v_start, true, %8$s FROM pgbranch_old o;
             ELSE
-                SELECT greatest(now(), max(h.pgbranch_valid_from)) INTO v_start FROM %3$s h;
                 INSERT INTO %3$s (pgbranch_valid_from, pgbranch_deleted, %6$s)
                 SELECT v_start, true, %8$s
                 FROM (SELECT DISTINCT ON (%10$s) h.*
-                      FROM %3$s h ORDER BY %10$s, h.pgbranch_valid_from DESC, h.pgbranch_seq DESC) o
+                      FROM %3$s h ORDER BY %10$s, h.pgbranch_seq DESC) o
                 WHERE NOT o.pgbranch_deleted;
             END IF;
             RETURN NULL;
@@ -330,7 +314,7 @@ BEGIN
             SELECT %2$s FROM (
                 SELECT DISTINCT ON (%5$s) h.* FROM %3$s h
                 WHERE h.pgbranch_valid_from <= coalesce($2, 'infinity')
-                ORDER BY %5$s, h.pgbranch_valid_from DESC, h.pgbranch_seq DESC) h
+                ORDER BY %5$s, h.pgbranch_seq DESC) h
             WHERE NOT h.pgbranch_deleted AND pgbranch.check_as_of(%4$s, $2)
         $b$ $f$, v_rel, v_cols, v_h, p_id, v_hkeys);
     EXECUTE format('DROP FUNCTION IF EXISTS pgbranch_history.versions(%s, timestamptz, timestamptz, boolean)', v_rel);
@@ -339,8 +323,9 @@ BEGIN
         RETURNS TABLE (%2$s, pgbranch_valid_from timestamptz, pgbranch_valid_to timestamptz)
         LANGUAGE sql STABLE AS $b$
             SELECT %3$s, h.pgbranch_valid_from, h.pgbranch_valid_to FROM (
-                SELECT h.*, coalesce(lead(h.pgbranch_valid_from) OVER (
-                           PARTITION BY %6$s ORDER BY h.pgbranch_valid_from, h.pgbranch_seq),
+                SELECT h.*, coalesce(min(h.pgbranch_valid_from) OVER (
+                           PARTITION BY %6$s ORDER BY h.pgbranch_seq
+                           ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING),
                            'infinity') AS pgbranch_valid_to
                 FROM %4$s h) h
             WHERE NOT h.pgbranch_deleted
@@ -677,8 +662,7 @@ BEGIN
                                 WHERE h.pgbranch_valid_from < %2$L
                                   AND (EXISTS (SELECT 1 FROM pgbranch_history.%1$I w
                                                WHERE %4$s AND w.pgbranch_valid_from <= %2$L
-                                                 AND (w.pgbranch_valid_from, w.pgbranch_seq)
-                                                     > (h.pgbranch_valid_from, h.pgbranch_seq))
+                                                 AND w.pgbranch_seq > h.pgbranch_seq)
                                        OR (h.pgbranch_deleted
                                            AND NOT EXISTS (SELECT 1 FROM pgbranch_history.%1$I w
                                                            WHERE %4$s AND w.pgbranch_seq <> h.pgbranch_seq)))
