@@ -715,6 +715,23 @@ async fn tables_are_versioned_at_creation_by_clause_or_by_pattern() {
         .await
         .unwrap();
     assert_eq!(versioned().await, ["public.orders", "audit.events"]);
+    // The extended protocol: the clause, and a pattern.
+    c.execute(
+        "CREATE TABLE ext (id int PRIMARY KEY) WITH SYSTEM VERSIONING",
+        &[],
+    )
+    .await
+    .unwrap();
+    c.execute("CREATE TABLE audit.more (id int PRIMARY KEY)", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        versioned().await,
+        ["public.orders", "audit.events", "public.ext", "audit.more"]
+    );
+    c.execute("INSERT INTO ext VALUES (1)", &[]).await.unwrap();
+    let n: i64 = scalar(&c, "SELECT count(*) FROM ext AS OF TIMESTAMP now()").await;
+    assert_eq!(n, 1);
     // The recorded history shows the statement as the client sent it.
     let recorded: Vec<String> = column(
         &c,

@@ -56,6 +56,10 @@ use tracing::warn;
 struct Captured {
     text: Vec<u8>,
     ddl: Ddl,
+    /// SQL that versions the table the statement creates (`WITH SYSTEM
+    /// VERSIONING`, or `time_travel.versioned_tables`), run after the
+    /// record.
+    versioning: Option<String>,
 }
 
 /// A statement that cannot run in a transaction block, sent alone and
@@ -582,13 +586,21 @@ impl HistoryHook {
     /// `CREATE TABLE ... WITH SYSTEM VERSIONING`, or a CREATE TABLE whose
     /// name matches `time_travel.versioned_tables`: the table is created
     /// (and recorded) as usual, then versioned in the same Query.
-    fn versioning_on_create(&mut self, sql: &[u8]) -> Option<ClientVerdict> {
+    /// For a `CREATE TABLE` that versions its table (the clause, or a
+    /// matching `time_travel.versioned_tables` pattern, on main): the text
+    /// without the clause (when it had one) and the SQL that versions it;
+    /// or the refusal of the clause on a branch.
+    #[allow(clippy::type_complexity)]
+    fn creation_versioning(
+        &self,
+        sql: &[u8],
+    ) -> Option<Result<(Option<Vec<u8>>, String), branch_commands::Invalid>> {
         use crate::timetravel::commands::{create_table, version_created_sql};
         let create = create_table(sql)?;
         let on_main = self.origin.branch == crate::proxy::selection::DEFAULT_BRANCH;
         let extra = match &create.without_versioning_clause {
             Some(_) if !on_main => {
-                let e = branch_commands::Invalid {
+                return Some(Err(branch_commands::Invalid {
                     code: "0A000",
                     message: format!(
                         "system versioning is kept on branch main only (this session is on \"{}\")",
@@ -598,13 +610,7 @@ impl HistoryHook {
                         "Create the table without WITH SYSTEM VERSIONING here; version it on main."
                             .into(),
                     ),
-                };
-                return Some(ClientVerdict {
-                    replace: Some(query_message(&branch_commands::raise_sql(&e))),
-                    positions: Some(Arc::new(all_ours())),
-                    rewrites: rewrite::REFUSED,
-                    ..ClientVerdict::default()
-                });
+                }));
             }
             Some(_) => version_created_sql(&create.regclass, None),
             None => {
@@ -620,9 +626,22 @@ impl HistoryHook {
                 version_created_sql(&create.regclass, Some(&patterns))
             }
         };
-        let text = create
-            .without_versioning_clause
-            .unwrap_or_else(|| sql.to_vec());
+        Some(Ok((create.without_versioning_clause, extra)))
+    }
+
+    fn versioning_on_create(&mut self, sql: &[u8]) -> Option<ClientVerdict> {
+        let (stripped, extra) = match self.creation_versioning(sql)? {
+            Ok(v) => v,
+            Err(e) => {
+                return Some(ClientVerdict {
+                    replace: Some(query_message(&branch_commands::raise_sql(&e))),
+                    positions: Some(Arc::new(all_ours())),
+                    rewrites: rewrite::REFUSED,
+                    ..ClientVerdict::default()
+                });
+            }
+        };
+        let text = stripped.unwrap_or_else(|| sql.to_vec());
         let mut verdict = self.on_query_text(&text);
         if verdict.alone {
             return Some(verdict);
@@ -712,6 +731,7 @@ impl HistoryHook {
                     captured: Captured {
                         text: sql[ranges[0].clone()].to_vec(),
                         ddl: ddl.clone(),
+                        versioning: None,
                     },
                     extended: false,
                     succeeded: false,
@@ -920,6 +940,33 @@ impl HistoryHook {
             verdict.replace = Some(parse_message(sql));
             verdict.rewrites |= rewrite::TIME_TRAVEL;
         }
+        // CREATE TABLE ... WITH SYSTEM VERSIONING (or a matching pattern):
+        // the table is versioned after the record, at Execute.
+        let mut versioning = None;
+        let stripped;
+        let sql: &[u8] = match self.creation_versioning(sql) {
+            None => sql,
+            Some(Err(e)) => {
+                return ClientVerdict {
+                    replace: Some(parse_message(branch_commands::raise_sql(&e).as_bytes())),
+                    positions: Some(Arc::new(all_ours())),
+                    rewrites: rewrite::REFUSED,
+                    ..ClientVerdict::default()
+                };
+            }
+            Some(Ok((text, extra))) => {
+                versioning = Some(extra);
+                verdict.rewrites |= rewrite::COMMAND;
+                match text {
+                    Some(t) => {
+                        stripped = t;
+                        verdict.replace = Some(parse_message(&stripped));
+                        &stripped
+                    }
+                    None => sql,
+                }
+            }
+        };
         if may_contain_ddl(sql) {
             // A prepared statement holds one statement at most.
             let ranges = self.split(sql);
@@ -934,8 +981,14 @@ impl HistoryHook {
                         };
                     }
                     let text = sql[range.clone()].to_vec();
-                    self.statements
-                        .insert(name.to_vec(), Arc::new(Captured { text, ddl }));
+                    self.statements.insert(
+                        name.to_vec(),
+                        Arc::new(Captured {
+                            text,
+                            ddl,
+                            versioning,
+                        }),
+                    );
                 }
             }
         }
@@ -1035,6 +1088,7 @@ impl HistoryHook {
                 captured: Captured {
                     text: captured.text.clone(),
                     ddl: captured.ddl.clone(),
+                    versioning: None,
                 },
                 extended: true,
                 succeeded: false,
@@ -1058,9 +1112,13 @@ impl HistoryHook {
                 &[],
             ));
         }
+        let mut after = record::record_frames(&self.origin, &captured.text, &captured.ddl);
+        if let Some(v) = &captured.versioning {
+            after.extend_from_slice(&record::extended_frames(v.as_bytes(), &[]));
+        }
         ClientVerdict {
             before,
-            after: record::record_frames(&self.origin, &captured.text, &captured.ddl),
+            after,
             ..ClientVerdict::default()
         }
     }
