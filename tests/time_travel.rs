@@ -803,6 +803,12 @@ async fn set_pgbranch_as_of_moves_a_session_into_the_past_and_back() {
         .unwrap_err();
     assert_eq!(code(&e), "22007", "{e:?}");
     assert_eq!(balance().await, 10);
+    // A Query of its own.
+    let e = s
+        .batch_execute("SELECT 1; SET pgbranch.as_of = 'yesterday'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
     // Not inside a transaction block.
     s.batch_execute("BEGIN").await.unwrap();
     let e = s.batch_execute("RESET pgbranch.as_of").await.unwrap_err();

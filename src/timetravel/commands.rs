@@ -390,6 +390,10 @@ pub fn parse_as_of_setting(sql: &[u8]) -> Option<AsOfSetting> {
             t = rest;
         }
     }
+    // One statement only (several are refused by the caller).
+    if t.iter().any(|x| x.is_punct(b';')) {
+        return None;
+    }
     // The name: pgbranch.as_of, or "pgbranch.as_of" quoted whole.
     let name_at = |i: usize| -> Option<usize> {
         match t.get(i..)? {
@@ -454,5 +458,6 @@ mod setting_tests {
         assert_eq!(p("SET LOCAL pgbranch.as_of = 'x'"), None);
         assert_eq!(p("SET pgbranch.as_of_x = 'x'"), None);
         assert_eq!(p("SELECT 'SET pgbranch.as_of = 1'"), None);
+        assert_eq!(p("SET pgbranch.as_of = 'x'; DROP TABLE t"), None);
     }
 }
