@@ -420,20 +420,16 @@ impl HistoryHook {
                     .into(),
                 hint: None,
             };
-            return ClientVerdict {
-                replace: Some(query_message(&branch_commands::raise_sql(&e))),
-                positions: Some(Arc::new(all_ours())),
-                rewrites: rewrite::REFUSED,
-                ..ClientVerdict::default()
-            };
+            return ours_verdict(
+                query_message(&branch_commands::raise_sql(&e)),
+                rewrite::REFUSED,
+            );
         }
         if let Some(e) = self.as_of_refusal(sql) {
-            return ClientVerdict {
-                replace: Some(query_message(&branch_commands::raise_sql(&e))),
-                positions: Some(Arc::new(all_ours())),
-                rewrites: rewrite::REFUSED,
-                ..ClientVerdict::default()
-            };
+            return ours_verdict(
+                query_message(&branch_commands::raise_sql(&e)),
+                rewrite::REFUSED,
+            );
         }
         let command = branch_commands::parse(sql);
         if let Some(Ok(branch_commands::Command::Switch(to))) = command {
@@ -461,12 +457,7 @@ impl HistoryHook {
         }
         if let Some(rewritten) = commands::rewrite(sql, &self.origin.branch) {
             // The text is all the proxy's: positions point at its start.
-            return ClientVerdict {
-                replace: Some(query_message(&rewritten)),
-                positions: Some(Arc::new(all_ours())),
-                rewrites: rewrite::COMMAND,
-                ..ClientVerdict::default()
-            };
+            return ours_verdict(query_message(&rewritten), rewrite::COMMAND);
         }
         if let Some(verdict) = self.versioning_on_create(sql) {
             return verdict;
@@ -475,12 +466,10 @@ impl HistoryHook {
         let travelled = match self.time_travel(sql) {
             Ok(t) => t,
             Err(e) => {
-                return ClientVerdict {
-                    replace: Some(query_message(&branch_commands::raise_sql(&e))),
-                    positions: Some(Arc::new(all_ours())),
-                    rewrites: rewrite::TIME_TRAVEL,
-                    ..ClientVerdict::default()
-                }
+                return ours_verdict(
+                    query_message(&branch_commands::raise_sql(&e)),
+                    rewrite::TIME_TRAVEL,
+                )
             }
         };
         let sql: &[u8] = travelled.as_deref().unwrap_or(sql);
@@ -523,11 +512,8 @@ impl HistoryHook {
     ) -> ClientVerdict {
         use crate::timetravel::commands::AsOfSetting;
         let ours = |text: String, swallow: &[usize], kinds: u8| ClientVerdict {
-            replace: Some(query_message(&text)),
             swallow_statements: swallow.iter().copied().collect(),
-            positions: Some(Arc::new(all_ours())),
-            rewrites: kinds,
-            ..ClientVerdict::default()
+            ..ours_verdict(query_message(&text), kinds)
         };
         let client = String::from_utf8_lossy(sql).into_owned();
         let client = client.trim_end().trim_end_matches(';');
@@ -633,12 +619,10 @@ impl HistoryHook {
         let (stripped, extra) = match self.creation_versioning(sql)? {
             Ok(v) => v,
             Err(e) => {
-                return Some(ClientVerdict {
-                    replace: Some(query_message(&branch_commands::raise_sql(&e))),
-                    positions: Some(Arc::new(all_ours())),
-                    rewrites: rewrite::REFUSED,
-                    ..ClientVerdict::default()
-                });
+                return Some(ours_verdict(
+                    query_message(&branch_commands::raise_sql(&e)),
+                    rewrite::REFUSED,
+                ));
             }
         };
         let text = stripped.unwrap_or_else(|| sql.to_vec());
@@ -716,12 +700,7 @@ impl HistoryHook {
             return ClientVerdict::forward();
         }
         if self.protected() {
-            return ClientVerdict {
-                replace: Some(query_message(&self.protected_error())),
-                positions: Some(Arc::new(all_ours())),
-                rewrites: rewrite::REFUSED,
-                ..ClientVerdict::default()
-            };
+            return ours_verdict(query_message(&self.protected_error()), rewrite::REFUSED);
         }
         if let [Some(ddl)] = ddls.as_slice() {
             if ddl.non_transactional {
@@ -890,12 +869,7 @@ impl HistoryHook {
             };
         }
         if let Some(rewritten) = commands::rewrite(sql, &self.origin.branch) {
-            return ClientVerdict {
-                replace: Some(parse_message(rewritten.as_bytes())),
-                positions: Some(Arc::new(all_ours())),
-                rewrites: rewrite::COMMAND,
-                ..ClientVerdict::default()
-            };
+            return ours_verdict(parse_message(rewritten.as_bytes()), rewrite::COMMAND);
         }
         if crate::timetravel::commands::parse_as_of_setting(sql).is_some() {
             let e = branch_commands::Invalid {
@@ -903,30 +877,24 @@ impl HistoryHook {
                 message: "pgbranch.as_of is set with the simple query protocol only".into(),
                 hint: Some("Send SET pgbranch.as_of as a simple query (psql does).".into()),
             };
-            return ClientVerdict {
-                replace: Some(parse_message(branch_commands::raise_sql(&e).as_bytes())),
-                positions: Some(Arc::new(all_ours())),
-                rewrites: rewrite::REFUSED,
-                ..ClientVerdict::default()
-            };
+            return ours_verdict(
+                parse_message(branch_commands::raise_sql(&e).as_bytes()),
+                rewrite::REFUSED,
+            );
         }
         if let Some(e) = self.as_of_refusal(sql) {
-            return ClientVerdict {
-                replace: Some(parse_message(branch_commands::raise_sql(&e).as_bytes())),
-                positions: Some(Arc::new(all_ours())),
-                rewrites: rewrite::REFUSED,
-                ..ClientVerdict::default()
-            };
+            return ours_verdict(
+                parse_message(branch_commands::raise_sql(&e).as_bytes()),
+                rewrite::REFUSED,
+            );
         }
         let travelled = match self.time_travel(sql) {
             Ok(t) => t,
             Err(e) => {
-                return ClientVerdict {
-                    replace: Some(parse_message(branch_commands::raise_sql(&e).as_bytes())),
-                    positions: Some(Arc::new(all_ours())),
-                    rewrites: rewrite::TIME_TRAVEL,
-                    ..ClientVerdict::default()
-                }
+                return ours_verdict(
+                    parse_message(branch_commands::raise_sql(&e).as_bytes()),
+                    rewrite::TIME_TRAVEL,
+                )
             }
         };
         let sql: &[u8] = travelled.as_deref().unwrap_or(sql);
@@ -947,12 +915,10 @@ impl HistoryHook {
         let sql: &[u8] = match self.creation_versioning(sql) {
             None => sql,
             Some(Err(e)) => {
-                return ClientVerdict {
-                    replace: Some(parse_message(branch_commands::raise_sql(&e).as_bytes())),
-                    positions: Some(Arc::new(all_ours())),
-                    rewrites: rewrite::REFUSED,
-                    ..ClientVerdict::default()
-                };
+                return ours_verdict(
+                    parse_message(branch_commands::raise_sql(&e).as_bytes()),
+                    rewrite::REFUSED,
+                );
             }
             Some(Ok((text, extra))) => {
                 versioning = Some(extra);
@@ -973,12 +939,10 @@ impl HistoryHook {
             if let [range] = ranges.as_slice() {
                 if let Some(ddl) = classify(&sql[range.clone()]).filter(|d| !d.temporary) {
                     if self.protected() {
-                        return ClientVerdict {
-                            replace: Some(parse_message(self.protected_error().as_bytes())),
-                            positions: Some(Arc::new(all_ours())),
-                            rewrites: rewrite::REFUSED,
-                            ..ClientVerdict::default()
-                        };
+                        return ours_verdict(
+                            parse_message(self.protected_error().as_bytes()),
+                            rewrite::REFUSED,
+                        );
                     }
                     let text = sql[range.clone()].to_vec();
                     self.statements.insert(
@@ -1443,6 +1407,17 @@ fn controls_transaction(stmt: &[u8]) -> bool {
         .iter()
         .any(|k| t.is_word(k))
     })
+}
+
+/// A replacement that is all the proxy's own text (error positions point
+/// at its start), counted under the `rewrite` kinds given.
+fn ours_verdict(message: Vec<u8>, kinds: u8) -> ClientVerdict {
+    ClientVerdict {
+        replace: Some(message),
+        positions: Some(Arc::new(all_ours())),
+        rewrites: kinds,
+        ..ClientVerdict::default()
+    }
 }
 
 /// The position map of a text that is all the proxy's (a history command

@@ -6,7 +6,7 @@
 //! with the role's own privileges on the table.
 
 use crate::history::record::dollar_quote;
-use crate::sql::lexer::{Lexer, TokenKind};
+use crate::sql::lexer::{Lexer, Token, TokenKind};
 
 /// A versioning command: the table as written, and whether to enable.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,9 +36,19 @@ pub fn parse(sql: &[u8]) -> Option<Command> {
     parse_versioning(sql).map(Command::Versioning)
 }
 
+/// The tokens of `sql` as a single statement, a final `;` dropped;
+/// `None` when a `;` separates several statements.
+fn one_statement(sql: &[u8]) -> Option<Vec<Token<'_>>> {
+    let mut tokens: Vec<_> = Lexer::new(sql).collect();
+    if tokens.last().is_some_and(|t| t.is_punct(b';')) {
+        tokens.pop();
+    }
+    (!tokens.iter().any(|t| t.is_punct(b';'))).then_some(tokens)
+}
+
 /// `RESTORE TABLE name TO [TIMESTAMP] expr [;]`.
 fn parse_restore(sql: &[u8]) -> Option<Command> {
-    let tokens: Vec<_> = Lexer::new(sql).collect();
+    let tokens = one_statement(sql)?;
     let [restore, table, rest @ ..] = tokens.as_slice() else {
         return None;
     };
@@ -56,15 +66,7 @@ fn parse_restore(sql: &[u8]) -> Option<Command> {
             expr = more;
         }
     }
-    if let [more @ .., last] = expr {
-        if last.is_punct(b';') {
-            expr = more;
-        }
-    }
     let (first, last) = (expr.first()?, expr.last()?);
-    if expr.iter().any(|t| t.is_punct(b';')) {
-        return None;
-    }
     let at = String::from_utf8_lossy(&sql[first.start..last.end()]).into_owned();
     let table =
         String::from_utf8_lossy(&sql[name[0].start..name[name.len() - 1].end()]).into_owned();
@@ -72,7 +74,7 @@ fn parse_restore(sql: &[u8]) -> Option<Command> {
 }
 
 /// `name [. name [. name]]`: identifiers separated by dots.
-fn well_formed_name(name: &[crate::sql::lexer::Token<'_>]) -> bool {
+fn well_formed_name(name: &[Token<'_>]) -> bool {
     !name.is_empty()
         && name.len() % 2 == 1
         && name.iter().enumerate().all(|(i, tok)| {
@@ -88,15 +90,8 @@ fn parse_versioning(sql: &[u8]) -> Option<Versioning> {
     if !crate::sql::contains_ignore_ascii_case(sql, b"versioning") {
         return None;
     }
-    let tokens: Vec<_> = Lexer::new(sql).collect();
-    let mut t = tokens.as_slice();
-    // A trailing semicolon is allowed.
-    if let [rest @ .., last] = t {
-        if last.is_punct(b';') {
-            t = rest;
-        }
-    }
-    let [alter, table, rest @ ..] = t else {
+    let tokens = one_statement(sql)?;
+    let [alter, table, rest @ ..] = tokens.as_slice() else {
         return None;
     };
     if !alter.is_word("alter") || !table.is_word("table") {
@@ -239,16 +234,8 @@ pub fn create_table(sql: &[u8]) -> Option<CreateTable> {
     if !crate::sql::contains_ignore_ascii_case(sql, b"create") {
         return None;
     }
-    let tokens: Vec<_> = Lexer::new(sql).collect();
-    let mut t = tokens.as_slice();
-    if let [rest @ .., last] = t {
-        if last.is_punct(b';') {
-            t = rest;
-        }
-    }
-    if t.iter().any(|x| x.is_punct(b';')) {
-        return None;
-    }
+    let tokens = one_statement(sql)?;
+    let t = tokens.as_slice();
     let [create, rest @ ..] = t else {
         return None;
     };
@@ -383,17 +370,9 @@ pub fn parse_as_of_setting(sql: &[u8]) -> Option<AsOfSetting> {
     if !crate::sql::contains_ignore_ascii_case(sql, b"as_of") {
         return None;
     }
-    let tokens: Vec<_> = Lexer::new(sql).collect();
-    let mut t = tokens.as_slice();
-    if let [rest @ .., last] = t {
-        if last.is_punct(b';') {
-            t = rest;
-        }
-    }
     // One statement only (several are refused by the caller).
-    if t.iter().any(|x| x.is_punct(b';')) {
-        return None;
-    }
+    let tokens = one_statement(sql)?;
+    let t = tokens.as_slice();
     // The name: pgbranch.as_of, or "pgbranch.as_of" quoted whole.
     let name_at = |i: usize| -> Option<usize> {
         match t.get(i..)? {
