@@ -108,47 +108,15 @@ impl AdminRoles {
 /// Settings that take effect only when pgbranch restarts: what the
 /// listeners, the runtime and the upstream connector were built from.
 pub fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    let mut check = |key: &'static str, differs: bool| {
-        if differs {
-            changed.push(key);
-        }
-    };
-    check("listen", old.listen != new.listen);
-    check(
-        "unix_socket_dir",
-        old.unix_socket_dir != new.unix_socket_dir,
-    );
-    check(
-        "max_client_connections",
-        old.max_client_connections != new.max_client_connections,
-    );
-    check("workers", old.workers != new.workers);
-    check(
-        "connect_timeout",
-        old.connect_timeout != new.connect_timeout,
-    );
-    check("upstream.url", old.upstream.url != new.upstream.url);
-    check("upstream.tls", old.upstream.tls != new.upstream.tls);
-    check(
-        "upstream.ca_file",
-        old.upstream.ca_file != new.upstream.ca_file,
-    );
-    check(
-        "embedded.data_dir",
-        old.embedded.data_dir != new.embedded.data_dir,
-    );
-    check(
-        "embedded.pg_bindir",
-        old.embedded.pg_bindir != new.embedded.pg_bindir,
-    );
-    check("log.format", old.log.format != new.log.format);
-    check(
-        "history.enabled",
-        old.history.enabled != new.history.enabled,
-    );
-    check("metrics.listen", old.metrics.listen != new.metrics.listen);
-    changed
+    // `config::settings` says which keys need a restart; a key changed
+    // when its shown value did (a changed password in upstream.url is
+    // masked alike, so it goes unreported).
+    settings(old)
+        .into_iter()
+        .zip(settings(new))
+        .filter(|(a, b)| a.applies == crate::config::Applies::Restart && a.value != b.value)
+        .map(|(a, _)| a.key)
+        .collect()
 }
 
 /// Copies the restart-only settings of `running` into `new`, so the
@@ -287,6 +255,35 @@ mod tests {
         keep_restart_only(&old, &mut new);
         assert!(restart_only(&old, &new).is_empty());
         assert_eq!(new.branches.protected, ["main"]);
+    }
+
+    #[test]
+    fn keep_restart_only_covers_every_restart_only_setting() {
+        let old = Config::default();
+        let mut new = Config {
+            listen: "127.0.0.1:1".into(),
+            unix_socket_dir: Some("/tmp/x".into()),
+            max_client_connections: 7,
+            workers: 3,
+            connect_timeout: std::time::Duration::from_secs(9),
+            ..Config::default()
+        };
+        new.upstream.url = Some("postgres://h/db".into());
+        new.upstream.tls = crate::config::UpstreamTlsMode::Require;
+        new.upstream.ca_file = Some("/tmp/ca".into());
+        new.embedded.data_dir = Some("/tmp/d".into());
+        new.embedded.pg_bindir = Some("/tmp/b".into());
+        new.log.format = crate::config::LogFormat::Json;
+        new.history.enabled = false;
+        new.metrics.listen = String::new();
+        let restart: Vec<&str> = settings(&old)
+            .into_iter()
+            .filter(|s| s.applies == crate::config::Applies::Restart)
+            .map(|s| s.key)
+            .collect();
+        assert_eq!(restart_only(&old, &new), restart, "every one changed");
+        keep_restart_only(&old, &mut new);
+        assert!(restart_only(&old, &new).is_empty());
     }
 
     #[test]
