@@ -53,27 +53,9 @@ async fn admin_client(proxy: &TestProxy) -> tokio_postgres::Client {
     connect(&format!("{} password='{PASSWORD}'", console(proxy, "ops"))).await
 }
 
-/// The rows of a console command run with `simple_query`.
-async fn rows(client: &tokio_postgres::Client, command: &str) -> Vec<Vec<String>> {
-    client
-        .simple_query(command)
-        .await
-        .unwrap_or_else(|e| panic!("{command}: {e}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or_default().to_string())
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The console's state column for the session with `pid`.
 async fn state_of(admin: &tokio_postgres::Client, pid: i32) -> Option<String> {
-    rows(admin, "SHOW CONNECTIONS")
+    simple_rows(admin, "SHOW CONNECTIONS")
         .await
         .into_iter()
         .find(|r| r[0] == pid.to_string())
@@ -176,7 +158,7 @@ async fn every_console_command_answers_through_psql() {
     let admin = admin_client(&proxy).await;
     let e = admin.query("SHOW STATS", &[]).await.unwrap_err();
     assert_eq!(code(&e), "0A000");
-    assert_eq!(rows(&admin, "SHOW PAUSED").await, [["off"]]);
+    assert_eq!(simple_rows(&admin, "SHOW PAUSED").await, [["off"]]);
     proxy.stop().await;
 }
 
@@ -253,13 +235,13 @@ async fn pause_waits_for_open_transactions_and_holds_new_statements_until_resume
         let admin = admin_client(&proxy).await;
         let committed = committed.clone();
         tokio::spawn(async move {
-            rows(&admin, "PAUSE").await;
+            simple_rows(&admin, "PAUSE").await;
             committed.load(std::sync::atomic::Ordering::SeqCst)
         })
     };
     let paused = admin_client(&proxy).await;
     wait_for("the pause to start", || async {
-        rows(&paused, "SHOW PAUSED").await == [["on"]]
+        simple_rows(&paused, "SHOW PAUSED").await == [["on"]]
     })
     .await;
     // The open transaction goes on during the pause.
@@ -297,7 +279,7 @@ async fn pause_waits_for_open_transactions_and_holds_new_statements_until_resume
         "held statement reached the server: {upstream_query}"
     );
     assert!(!held.is_finished());
-    rows(&admin, "RESUME").await;
+    simple_rows(&admin, "RESUME").await;
     assert_eq!(
         tokio::time::timeout(HANG_GUARD, held)
             .await
@@ -305,7 +287,7 @@ async fn pause_waits_for_open_transactions_and_holds_new_statements_until_resume
             .unwrap(),
         42
     );
-    assert_eq!(rows(&admin, "SHOW PAUSED").await, [["off"]]);
+    assert_eq!(simple_rows(&admin, "SHOW PAUSED").await, [["off"]]);
     proxy.stop().await;
 }
 
@@ -419,7 +401,7 @@ async fn pause_counts_an_unsynced_extended_batch_as_a_transaction() {
     }
     assert_eq!(tags, b"12DC");
     wait_for("the batch to count as a transaction", || async {
-        rows(&admin, "SHOW CONNECTIONS").await[0][7] == "idle in transaction"
+        simple_rows(&admin, "SHOW CONNECTIONS").await[0][7] == "idle in transaction"
     })
     .await;
     // PAUSE does not call that drained: it waits, then warns.
@@ -434,7 +416,7 @@ async fn pause_counts_an_unsynced_extended_batch_as_a_transaction() {
     let direct = connect(&cluster().direct(&db)).await;
     let free: bool = scalar(&direct, "SELECT pg_try_advisory_xact_lock(4242)").await;
     assert!(free, "the lock was released at Sync, during the pause");
-    rows(&admin, "RESUME").await;
+    simple_rows(&admin, "RESUME").await;
     proxy.stop().await;
 }
 
@@ -453,10 +435,10 @@ async fn a_held_client_that_leaves_ends_its_session_and_its_statement_never_runs
         &[("user", b"postgres"), ("database", db.as_bytes())],
     )
     .await;
-    rows(&admin, "PAUSE").await;
+    simple_rows(&admin, "PAUSE").await;
     raw.send_query_bytes(b"INSERT INTO t VALUES (1)").await;
     wait_for("the insert to be held", || async {
-        rows(&admin, "SHOW CONNECTIONS")
+        simple_rows(&admin, "SHOW CONNECTIONS")
             .await
             .iter()
             .any(|r| r[7] == "held")
@@ -464,10 +446,10 @@ async fn a_held_client_that_leaves_ends_its_session_and_its_statement_never_runs
     .await;
     drop(raw);
     wait_for("the session to end", || async {
-        rows(&admin, "SHOW CONNECTIONS").await.is_empty()
+        simple_rows(&admin, "SHOW CONNECTIONS").await.is_empty()
     })
     .await;
-    rows(&admin, "RESUME").await;
+    simple_rows(&admin, "RESUME").await;
     let n: i64 = scalar(&direct, "SELECT count(*) FROM t").await;
     assert_eq!(n, 0, "the held insert of a departed client ran");
     proxy.stop().await;

@@ -139,6 +139,22 @@ async fn admin_psql(port: u16, user: &str, password: &str, sql: &str) -> (bool, 
     .expect("psql finished")
 }
 
+/// RELOAD through the console fails with F0000 "configuration not
+/// reloaded" naming `reason`, and SHOW CONFIG is still `before`.
+async fn assert_reload_refused(
+    port: u16,
+    what: &str,
+    reason: &str,
+    before: &BTreeMap<String, (String, String)>,
+) {
+    let (ok, out, err) = admin_psql(port, ADMIN, ADMIN_PW, "RELOAD").await;
+    assert!(!ok, "{what} should fail: {out}");
+    assert!(err.contains("F0000"), "{err}");
+    assert!(err.contains("configuration not reloaded"), "{err}");
+    assert!(err.contains(reason), "{err}");
+    assert_eq!(&show_config(port).await, before);
+}
+
 /// The admin console's SHOW CONFIG: key -> (value, changes_on).
 async fn show_config(port: u16) -> BTreeMap<String, (String, String)> {
     let (ok, out, err) = admin_psql(port, ADMIN, ADMIN_PW, "SHOW CONFIG").await;
@@ -446,12 +462,13 @@ async fn an_invalid_reload_is_rejected_and_the_old_configuration_stays() {
             admin_section()
         ),
     );
-    let (ok, out, err) = admin_psql(port, ADMIN, ADMIN_PW, "RELOAD").await;
-    assert!(!ok, "RELOAD of an unknown key should fail: {out}");
-    assert!(err.contains("F0000"), "{err}");
-    assert!(err.contains("configuration not reloaded"), "{err}");
-    assert!(err.contains("protect_everything"), "{err}");
-    assert_eq!(show_config(port).await, before);
+    assert_reload_refused(
+        port,
+        "RELOAD of an unknown key should fail",
+        "protect_everything",
+        &before,
+    )
+    .await;
 
     write_config(
         &config,
@@ -461,12 +478,13 @@ async fn an_invalid_reload_is_rejected_and_the_old_configuration_stays() {
             admin_section()
         ),
     );
-    let (ok, out, err) = admin_psql(port, ADMIN, ADMIN_PW, "RELOAD").await;
-    assert!(!ok, "RELOAD of a syntax error should fail: {out}");
-    assert!(err.contains("F0000"), "{err}");
-    assert!(err.contains("configuration not reloaded"), "{err}");
-    assert!(err.contains(&config.display().to_string()), "{err}");
-    assert_eq!(show_config(port).await, before);
+    assert_reload_refused(
+        port,
+        "RELOAD of a syntax error should fail",
+        &config.display().to_string(),
+        &before,
+    )
+    .await;
     client
         .batch_execute("CREATE TABLE after_refused_reload (id int)")
         .await

@@ -3,6 +3,26 @@
 mod common;
 use common::*;
 
+/// A fresh database behind a new proxy (`config`), `setup` run and
+/// `tables` system-versioned (each ALTER sent alone, as it must be), with
+/// a client on main.
+async fn versioned_db(
+    config: pgbranch::config::Config,
+    setup: &str,
+    tables: &[&str],
+) -> (String, TestProxy, tokio_postgres::Client) {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(config).await;
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.batch_execute(setup).await.unwrap();
+    for t in tables {
+        c.batch_execute(&format!("ALTER TABLE {t} ADD SYSTEM VERSIONING"))
+            .await
+            .unwrap();
+    }
+    (db, proxy, c)
+}
+
 /// The server's message of an error.
 fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
@@ -100,18 +120,8 @@ async fn alter_table_add_and_drop_system_versioning_through_the_proxy() {
         .await
         .unwrap();
     // Simple protocol: one row saying what happened.
-    let rows = c
-        .simple_query("ALTER TABLE public.\"Item\" ADD SYSTEM VERSIONING")
-        .await
-        .unwrap();
-    let said: Vec<String> = rows
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(said, ["system versioning enabled for public.\"Item\""]);
+    let said = simple_rows(&c, "ALTER TABLE public.\"Item\" ADD SYSTEM VERSIONING").await;
+    assert_eq!(said, [["system versioning enabled for public.\"Item\""]]);
     let versioned: i64 = scalar(&c, "SELECT count(*) FROM pgbranch.versioned_tables").await;
     assert_eq!(versioned, 1);
     // Twice is an error; a table without a primary key is refused.
@@ -187,17 +197,7 @@ fn rows_of(rows: &[tokio_postgres::Row]) -> Vec<(i32, String, i64)> {
 #[tokio::test]
 async fn every_as_of_answer_matches_the_truth_captured_at_the_time() {
     use futures_util::SinkExt;
-    let db = cluster().fresh_db();
-    let proxy = start_proxy(test_config()).await;
-    let c = connect(&proxy.conn_str("postgres", &db)).await;
-    c.batch_execute(
-        "CREATE TABLE orders (id int PRIMARY KEY, customer text NOT NULL, qty int NOT NULL, note text)",
-    )
-    .await
-    .unwrap();
-    c.batch_execute("ALTER TABLE orders ADD SYSTEM VERSIONING")
-        .await
-        .unwrap();
+    let (_db, proxy, c) = versioned_db(test_config(), "CREATE TABLE orders (id int PRIMARY KEY, customer text NOT NULL, qty int NOT NULL, note text)", &["orders"]).await;
     let mut moments = vec![snapshot(&c, "customer").await];
     let steps: &[&str] = &[
         "INSERT INTO orders VALUES (1, 'ann', 1, 'a'), (2, 'bob', 2, 'b'), (3, 'cy', 3, 'c'), (4, 'di', 4, 'd'), (5, 'ed', 5, 'e')",
@@ -266,19 +266,10 @@ async fn every_as_of_answer_matches_the_truth_captured_at_the_time() {
             ),
         ] {
             let sql = format!("SELECT id, client, qty FROM (SELECT * {form}) s ORDER BY id");
-            let simple: Vec<(i32, String, i64)> = c
-                .simple_query(&sql)
+            let simple: Vec<(i32, String, i64)> = simple_rows(&c, &sql)
                 .await
-                .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-                .iter()
-                .filter_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(r) => Some((
-                        r.get(0).unwrap().parse().unwrap(),
-                        r.get(1).unwrap().to_string(),
-                        r.get(2).unwrap().parse().unwrap(),
-                    )),
-                    _ => None,
-                })
+                .into_iter()
+                .map(|r| (r[0].parse().unwrap(), r[1].clone(), r[2].parse().unwrap()))
                 .collect();
             assert_eq!(simple, m.rows, "moment {i}, simple: {sql}");
             let extended = rows_of(&c.query(&sql, &[]).await.unwrap());
@@ -375,21 +366,16 @@ async fn every_as_of_answer_matches_the_truth_captured_at_the_time() {
 
 #[tokio::test]
 async fn an_as_of_session_sees_every_versioned_table_then_and_writes_nothing() {
-    let db = cluster().fresh_db();
-    let proxy = start_proxy(test_config()).await;
-    let c = connect(&proxy.conn_str("postgres", &db)).await;
-    c.batch_execute(
+    let (db, proxy, c) = versioned_db(
+        test_config(),
         "CREATE TABLE acct (id int PRIMARY KEY, balance int);
          CREATE TABLE plain (id int PRIMARY KEY, label text);
          CREATE SEQUENCE tick;
          INSERT INTO acct VALUES (1, 10), (2, 20);
          INSERT INTO plain VALUES (1, 'live-one'), (2, 'live-two')",
+        &["acct"],
     )
-    .await
-    .unwrap();
-    c.batch_execute("ALTER TABLE acct ADD SYSTEM VERSIONING")
-        .await
-        .unwrap();
+    .await;
     let then = snapshot_time(&c).await;
     c.batch_execute("UPDATE acct SET balance = balance * 100; DELETE FROM acct WHERE id = 2; INSERT INTO acct VALUES (3, 30)")
         .await
@@ -403,15 +389,10 @@ async fn an_as_of_session_sees_every_versioned_table_then_and_writes_nothing() {
     .await;
     // The application's own SQL, unchanged, sees the past.
     let q = "SELECT a.id || ':' || a.balance || ':' || coalesce(p.label, '-') FROM acct a LEFT JOIN plain p USING (id) ORDER BY a.id";
-    let simple: Vec<String> = past
-        .simple_query(q)
+    let simple: Vec<String> = simple_rows(&past, q)
         .await
-        .unwrap()
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
+        .into_iter()
+        .map(|mut r| r.remove(0))
         .collect();
     // acct as it was; plain (not versioned) as it is.
     assert_eq!(simple, ["1:10:live-one", "2:20:live-two"]);
@@ -460,18 +441,8 @@ async fn snapshot_time(c: &tokio_postgres::Client) -> String {
 
 #[tokio::test]
 async fn restore_table_brings_a_moment_back_as_new_history_and_drop_keeps_history() {
-    let db = cluster().fresh_db();
-    let proxy = start_proxy(test_config()).await;
-    let c = connect(&proxy.conn_str("postgres", &db)).await;
-    c.batch_execute(
-        "CREATE TABLE item (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, doubled int GENERATED ALWAYS AS (n * 2) STORED, n int);
-         INSERT INTO item (name, n) VALUES ('a', 1), ('b', 2), ('c', 3)",
-    )
-    .await
-    .unwrap();
-    c.batch_execute("ALTER TABLE item ADD SYSTEM VERSIONING")
-        .await
-        .unwrap();
+    let (_db, proxy, c) = versioned_db(test_config(), "CREATE TABLE item (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, doubled int GENERATED ALWAYS AS (n * 2) STORED, n int);
+         INSERT INTO item (name, n) VALUES ('a', 1), ('b', 2), ('c', 3)", &["item"]).await;
     let good = snapshot_time(&c).await;
     let rows = "SELECT id || ':' || name || ':' || n || ':' || doubled FROM item ORDER BY id";
     let before: Vec<String> = column(&c, rows).await;
@@ -540,24 +511,17 @@ async fn restore_table_brings_a_moment_back_as_new_history_and_drop_keeps_histor
 
 #[tokio::test]
 async fn create_branch_as_of_fills_versioned_tables_with_their_past_rows() {
-    let db = cluster().fresh_db();
-    let proxy = start_proxy(test_config()).await;
-    let c = connect(&proxy.conn_str("postgres", &db)).await;
-    c.batch_execute(
+    let (db, proxy, c) = versioned_db(
+        test_config(),
         "CREATE TABLE acct (id int PRIMARY KEY, balance int);
          CREATE TABLE entry (id int PRIMARY KEY, acct int REFERENCES acct, amount int);
          CREATE TABLE note (id int PRIMARY KEY, body text);
          INSERT INTO acct VALUES (1, 10), (2, 20);
          INSERT INTO entry VALUES (1, 1, 5), (2, 2, 7);
          INSERT INTO note VALUES (1, 'live')",
+        &["acct", "entry"],
     )
-    .await
-    .unwrap();
-    for t in ["acct", "entry"] {
-        c.batch_execute(&format!("ALTER TABLE {t} ADD SYSTEM VERSIONING"))
-            .await
-            .unwrap();
-    }
+    .await;
     let then = snapshot_time(&c).await;
     c.batch_execute(
         "DELETE FROM entry WHERE acct = 2; DELETE FROM acct WHERE id = 2;
@@ -608,7 +572,6 @@ async fn create_branch_as_of_fills_versioned_tables_with_their_past_rows() {
 
 #[tokio::test]
 async fn retention_prunes_old_versions_in_batches_and_moves_the_start_of_history() {
-    let db = cluster().fresh_db();
     let mut config = test_config();
     // Long enough for the first count below on a loaded machine.
     config.time_travel.retention = std::time::Duration::from_secs(2);
@@ -618,19 +581,8 @@ async fn retention_prunes_old_versions_in_batches_and_moves_the_start_of_history
         .insert("public.kept".into(), "0".into());
     config.time_travel.prune_interval = std::time::Duration::from_millis(50);
     config.time_travel.prune_batch = 2;
-    let proxy = start_proxy(config).await;
-    let c = connect(&proxy.conn_str("postgres", &db)).await;
-    c.batch_execute(
-        "CREATE TABLE pruned (id int PRIMARY KEY, n int); CREATE TABLE kept (id int PRIMARY KEY, n int);
-         INSERT INTO pruned VALUES (1, 0); INSERT INTO kept VALUES (1, 0)",
-    )
-    .await
-    .unwrap();
-    for t in ["pruned", "kept"] {
-        c.batch_execute(&format!("ALTER TABLE {t} ADD SYSTEM VERSIONING"))
-            .await
-            .unwrap();
-    }
+    let (_db, proxy, c) = versioned_db(config, "CREATE TABLE pruned (id int PRIMARY KEY, n int); CREATE TABLE kept (id int PRIMARY KEY, n int);
+         INSERT INTO pruned VALUES (1, 0); INSERT INTO kept VALUES (1, 0)", &["pruned", "kept"]).await;
     let early = snapshot_time(&c).await;
     for _ in 0..5 {
         c.batch_execute("UPDATE pruned SET n = n + 1; UPDATE kept SET n = n + 1")
@@ -685,14 +637,14 @@ async fn tables_are_versioned_at_creation_by_clause_or_by_pattern() {
         )
     };
     // The clause, in simple protocol; the table answers AS OF at once.
-    let msgs = c
-        .simple_query("CREATE TABLE orders (id int PRIMARY KEY, qty int) WITH SYSTEM VERSIONING")
-        .await
-        .unwrap();
+    let rows = simple_rows(
+        &c,
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int) WITH SYSTEM VERSIONING",
+    )
+    .await;
     assert!(
-        msgs.iter()
-            .all(|m| !matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))),
-        "the client sees only its CREATE TABLE"
+        rows.is_empty(),
+        "the client sees only its CREATE TABLE: {rows:?}"
     );
     c.batch_execute("INSERT INTO orders VALUES (1, 1)")
         .await
@@ -756,34 +708,19 @@ async fn tables_are_versioned_at_creation_by_clause_or_by_pattern() {
 
 #[tokio::test]
 async fn set_pgbranch_as_of_moves_a_session_into_the_past_and_back() {
-    let db = cluster().fresh_db();
-    let proxy = start_proxy(test_config()).await;
-    let c = connect(&proxy.conn_str("postgres", &db)).await;
-    c.batch_execute(
+    let (db, proxy, c) = versioned_db(
+        test_config(),
         "CREATE TABLE acct (id int PRIMARY KEY, balance int); INSERT INTO acct VALUES (1, 10)",
+        &["acct"],
     )
-    .await
-    .unwrap();
-    c.batch_execute("ALTER TABLE acct ADD SYSTEM VERSIONING")
-        .await
-        .unwrap();
+    .await;
     let then = snapshot_time(&c).await;
     c.batch_execute("UPDATE acct SET balance = 20")
         .await
         .unwrap();
     let s = connect(&proxy.conn_str("postgres", &db)).await;
     let balance = || scalar::<i32>(&s, "SELECT balance FROM acct WHERE id = 1");
-    let shown = || async {
-        s.simple_query("SHOW pgbranch.as_of")
-            .await
-            .unwrap()
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                _ => None,
-            })
-            .expect("a row")
-    };
+    let shown = || async { simple_rows(&s, "SHOW pgbranch.as_of").await[0][0].clone() };
     assert_eq!(shown().await, "off");
     assert_eq!(balance().await, 20);
     s.batch_execute(&format!("SET pgbranch.as_of = '{then}'"))
