@@ -828,3 +828,52 @@ async fn versioning_apply_versions_existing_tables_and_history_follows_select_gr
     assert_eq!(n, 2);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn overlapping_transactions_never_give_a_key_two_versions() {
+    let (db, proxy, b) = versioned_db(
+        test_config(),
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (7, 'before')",
+        &["t"],
+    )
+    .await;
+    // A begins first; B begins later, changes row 7 and commits; then A
+    // changes it too (READ COMMITTED: it sees B's row) and commits.
+    let a = connect(&proxy.conn_str("postgres", &db)).await;
+    a.batch_execute("BEGIN").await.unwrap();
+    let a_start: String = scalar(&a, "SELECT now()::text").await;
+    b.batch_execute("UPDATE t SET v = 'b' WHERE id = 7")
+        .await
+        .unwrap();
+    let b_start: String = scalar(&b, "SELECT now()::text").await;
+    a.batch_execute("UPDATE t SET v = 'a' WHERE id = 7; COMMIT")
+        .await
+        .unwrap();
+    // At every moment, one version of key 7: A's from A's start on.
+    for at in [&a_start, &b_start, &snapshot_time(&b).await] {
+        let seen: Vec<String> = column(
+            &b,
+            &format!("SELECT v FROM t AS OF TIMESTAMP '{at}' WHERE id = 7"),
+        )
+        .await;
+        assert_eq!(seen, ["a"], "as of {at}");
+    }
+    // The ranges agree: no two versions of the key overlap, and B's value
+    // (replaced when it began) is in none.
+    let spans: Vec<String> = column(
+        &b,
+        "SELECT v FROM t FOR SYSTEM_TIME ALL WHERE id = 7 ORDER BY pgbranch_valid_from",
+    )
+    .await;
+    assert_eq!(spans, ["before", "a"]);
+    let overlaps: i64 = scalar(
+        &b,
+        "SELECT count(*) FROM (SELECT * FROM t FOR SYSTEM_TIME ALL) x
+         JOIN (SELECT * FROM t FOR SYSTEM_TIME ALL) y ON x.id = y.id AND x.v < y.v
+          AND x.pgbranch_valid_from < y.pgbranch_valid_to
+          AND y.pgbranch_valid_from < x.pgbranch_valid_to",
+    )
+    .await;
+    assert_eq!(overlaps, 0);
+    proxy.stop().await;
+}
