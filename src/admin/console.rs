@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
 use super::scram::{ScramError, ServerExchange, Verifier};
@@ -32,14 +32,7 @@ pub enum AuthError {
 
 /// Reads one tagged message of at most `MAX_MESSAGE` bytes.
 async fn read_message(client: &mut Stream) -> std::io::Result<Result<(u8, Vec<u8>), PgError>> {
-    let tag = client.read_u8().await?;
-    let len = client.read_u32().await? as usize;
-    if !(4..=MAX_MESSAGE).contains(&len) {
-        return Ok(Err(PgError::fatal("08P01", "invalid message length")));
-    }
-    let mut body = vec![0; len - 4];
-    client.read_exact(&mut body).await?;
-    Ok(Ok((tag, body)))
+    crate::proxy::stream::read_tagged(client, MAX_MESSAGE).await
 }
 
 fn auth_message(code: u32, data: &[u8]) -> Vec<u8> {

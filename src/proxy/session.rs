@@ -141,14 +141,7 @@ async fn read_message<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
 ) -> Result<(u8, Vec<u8>), HandshakeError> {
-    let tag = r.read_u8().await?;
-    let len = r.read_u32().await? as usize;
-    if len < 4 || len > max {
-        return Err(PgError::fatal("08P01", "invalid message length").into());
-    }
-    let mut body = vec![0; len - 4];
-    r.read_exact(&mut body).await?;
-    Ok((tag, body))
+    Ok(super::stream::read_tagged(r, max).await??)
 }
 
 /// Buffered reader over the upstream during startup; its leftover bytes

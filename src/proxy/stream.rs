@@ -74,3 +74,24 @@ impl AsyncWrite for Stream {
         dispatch!(self, s => s.poll_shutdown(cx))
     }
 }
+
+/// Reads one tagged protocol message whose length must be within
+/// `4..=max`: the I/O error, or the 08P01 error for the client when the
+/// length is out of range, or the message.
+pub async fn read_tagged<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<Result<(u8, Vec<u8>), crate::protocol::backend::PgError>> {
+    use tokio::io::AsyncReadExt;
+    let tag = r.read_u8().await?;
+    let len = r.read_u32().await? as usize;
+    if !(4..=max).contains(&len) {
+        return Ok(Err(crate::protocol::backend::PgError::fatal(
+            "08P01",
+            "invalid message length",
+        )));
+    }
+    let mut body = vec![0; len - 4];
+    r.read_exact(&mut body).await?;
+    Ok(Ok((tag, body)))
+}
