@@ -405,10 +405,15 @@ impl HistoryHook {
     }
 
     fn on_query_inner(&mut self, sql: &[u8]) -> ClientVerdict {
-        if let Some(setting) = crate::timetravel::commands::parse_as_of_setting(sql) {
+        // One scan for ordinary traffic: every as_of command names it.
+        let as_of_command = crate::sql::contains_ignore_ascii_case(sql, b"pgbranch.as_of");
+        if let Some(setting) = as_of_command
+            .then(|| crate::timetravel::commands::parse_as_of_setting(sql))
+            .flatten()
+        {
             return self.on_as_of_setting(sql, setting);
         }
-        if crate::sql::contains_ignore_ascii_case(sql, b"pgbranch.as_of")
+        if as_of_command
             && self
                 .split(sql)
                 .into_iter()
