@@ -57,20 +57,14 @@ cleanup() {
     remove_tmp "logs: $TMP/*.log, runs: $TMP/runs"
     exit "$status"
 }
-trap cleanup EXIT
-# Turn signals into a normal exit so the EXIT trap cleans up.
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup
 
 # ---------------------------------------------------------------------------
 # Setup
 # ---------------------------------------------------------------------------
 
 check_params() {
-    local v
-    for v in BRANCH_ROUNDS BRANCH_TABLES SCALE; do
-        [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-    done
+    require_positive BRANCH_ROUNDS BRANCH_TABLES SCALE
     [[ $BRANCH_TABLES -le 999 ]] || die "BRANCH_TABLES must be at most 999 (tables are named t001..t999)"
     command -v psql >/dev/null || die "psql not found (apt-get install -y postgresql-client)"
     check_tools

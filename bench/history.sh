@@ -59,21 +59,15 @@ cleanup() {
     remove_tmp "logs: $TMP/*.log, runs: $TMP/runs"
     exit "$status"
 }
-trap cleanup EXIT
-# Turn signals into a normal exit so the EXIT trap cleans up.
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup
 
 # ---------------------------------------------------------------------------
 # Setup helpers
 # ---------------------------------------------------------------------------
 
 check_params() {
-    local v
-    for v in DURATION ROUNDS SCALE EXTRA_TABLES BREAKDOWN_TXNS; do
-        [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-    done
-    [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer (got '$WARMUP')"
+    require_positive DURATION ROUNDS SCALE EXTRA_TABLES BREAKDOWN_TXNS
+    require_non_negative WARMUP
     DDL_TXNS=${DDL_TXNS:-$((DURATION * 20))}
     [[ $DDL_TXNS =~ ^[1-9][0-9]*$ ]] || die "DDL_TXNS must be a positive integer (got '$DDL_TXNS')"
     command -v psql >/dev/null || die "psql not found (apt-get install -y postgresql-client)"

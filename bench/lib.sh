@@ -321,3 +321,27 @@ start_pgbranch() {
     PGBRANCH_PID=$!
     wait_ready "$PGBRANCH_PORT" pgbranch "$TMP/pgbranch.log"
 }
+
+# Runs the script's cleanup() on exit, and turns INT/TERM into a normal
+# exit so that it runs then too.
+install_cleanup() {
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# Dies unless each named variable holds a positive integer.
+require_positive() {
+    local v
+    for v in "$@"; do
+        [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+    done
+}
+
+# Dies unless each named variable holds a non-negative integer.
+require_non_negative() {
+    local v
+    for v in "$@"; do
+        [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
+    done
+}

@@ -54,21 +54,15 @@ cleanup() {
     remove_tmp "logs: $TMP/*.log, runs: $TMP/runs, /metrics: $TMP/metrics-*.txt"
     exit "$status"
 }
-trap cleanup EXIT
-# Turn signals into a normal exit so the EXIT trap cleans up.
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup
 
 # ---------------------------------------------------------------------------
 # Setup
 # ---------------------------------------------------------------------------
 
 check_params() {
-    local v
-    for v in DURATION ROUNDS SCALE CLIENTS THREADS; do
-        [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-    done
-    [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer (got '$WARMUP')"
+    require_positive DURATION ROUNDS SCALE CLIENTS THREADS
+    require_non_negative WARMUP
     command -v psql >/dev/null || die "psql not found (apt-get install -y postgresql-client)"
     check_tools
 }

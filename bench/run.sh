@@ -55,20 +55,15 @@ cleanup() {
     remove_tmp "logs: $TMP/*.log"
     exit "$status"
 }
-trap cleanup EXIT
-# Turn signals into a normal exit so the EXIT trap cleans up.
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup
 
 # ---------------------------------------------------------------------------
 # Setup helpers
 # ---------------------------------------------------------------------------
 
 check_params() {
-    [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer (got '$DURATION')"
-    [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
-    [[ $SCALE =~ ^[1-9][0-9]*$ ]] || die "SCALE must be a positive integer (got '$SCALE')"
-    [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer (got '$WARMUP')"
+    require_positive DURATION ROUNDS SCALE
+    require_non_negative WARMUP
     [[ $MODE =~ ^(simple|extended|prepared)$ ]] || die "MODE must be simple, extended or prepared (got '$MODE')"
     local t
     read -r -a TARGET_LIST <<<"$TARGETS"

@@ -68,21 +68,15 @@ cleanup() {
     remove_tmp "logs: $TMP/*.log, runs: $TMP/runs"
     exit "$status"
 }
-trap cleanup EXIT
-# Turn signals into a normal exit so the EXIT trap cleans up.
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup
 
 # ---------------------------------------------------------------------------
 # Setup
 # ---------------------------------------------------------------------------
 
 check_params() {
-    local v
-    for v in DURATION ROUNDS SCALE CLIENTS THREADS UPDATES UPDATE_BATCH; do
-        [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-    done
-    [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer (got '$WARMUP')"
+    require_positive DURATION ROUNDS SCALE CLIENTS THREADS UPDATES UPDATE_BATCH
+    require_non_negative WARMUP
     [[ $MODE =~ ^(simple|extended|prepared)$ ]] || die "MODE must be simple, extended or prepared (got '$MODE')"
     ACCOUNTS=$((100000 * SCALE))
     ((UPDATES % UPDATE_BATCH == 0)) || die "UPDATES ($UPDATES) must be a multiple of UPDATE_BATCH ($UPDATE_BATCH)"
