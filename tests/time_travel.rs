@@ -657,8 +657,8 @@ async fn tables_are_versioned_at_creation_by_clause_or_by_pattern() {
         .unwrap();
     assert_eq!(
         versioned().await,
-        ["public.orders"],
-        "several statements: not matched"
+        ["public.orders", "audit.log"],
+        "several statements: matched one by one"
     );
     c.batch_execute("CREATE TABLE audit.events (id int PRIMARY KEY)")
         .await
@@ -666,7 +666,10 @@ async fn tables_are_versioned_at_creation_by_clause_or_by_pattern() {
     c.batch_execute("CREATE TABLE audit.nokey (x int)")
         .await
         .unwrap();
-    assert_eq!(versioned().await, ["public.orders", "audit.events"]);
+    assert_eq!(
+        versioned().await,
+        ["public.orders", "audit.log", "audit.events"]
+    );
     // The extended protocol: the clause, and a pattern.
     c.execute(
         "CREATE TABLE ext (id int PRIMARY KEY) WITH SYSTEM VERSIONING",
@@ -679,7 +682,13 @@ async fn tables_are_versioned_at_creation_by_clause_or_by_pattern() {
         .unwrap();
     assert_eq!(
         versioned().await,
-        ["public.orders", "audit.events", "public.ext", "audit.more"]
+        [
+            "public.orders",
+            "audit.log",
+            "audit.events",
+            "public.ext",
+            "audit.more"
+        ]
     );
     c.execute("INSERT INTO ext VALUES (1)", &[]).await.unwrap();
     let n: i64 = scalar(&c, "SELECT count(*) FROM ext AS OF TIMESTAMP now()").await;
@@ -875,5 +884,460 @@ async fn overlapping_transactions_never_give_a_key_two_versions() {
     )
     .await;
     assert_eq!(overlaps, 0);
+    proxy.stop().await;
+}
+
+/// (id, v) of `k`, ordered, read with `sql`.
+async fn pairs(c: &tokio_postgres::Client, sql: &str) -> Vec<(i64, i32)> {
+    c.query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, i32>(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn key_changes_bulk_updates_and_key_type_changes_keep_history_right() {
+    let (db, proxy, c) = versioned_db(
+        test_config(),
+        "CREATE TABLE k (id int PRIMARY KEY, v int);
+         INSERT INTO k SELECT g, 0 FROM generate_series(1, 20000) g",
+        &["k"],
+    )
+    .await;
+    let read = "SELECT id::bigint, v FROM k ORDER BY id";
+    // UPDATE captures the new rows only; key changes go to a row trigger
+    // limited to the key columns.
+    let shape: Vec<String> = column(
+        &c,
+        "SELECT tgname || ':' || coalesce(tgoldtable, '-') || ':' || coalesce(tgnewtable, '-')
+                || ':' || tgattr::text
+         FROM pg_trigger WHERE tgrelid = 'k'::regclass AND tgname LIKE '%update' OR tgname LIKE '%rekey'
+         ORDER BY tgname",
+    )
+    .await;
+    assert_eq!(
+        shape,
+        [
+            "pgbranch_versioning_rekey:-:-:1",
+            "pgbranch_versioning_update:-:pgbranch_new:"
+        ]
+    );
+    // One session: a one-row update, then a bulk one (with the old rows
+    // captured, the plan made for one row joined them quadratically).
+    c.batch_execute("UPDATE k SET v = 1 WHERE id = 5; UPDATE k SET v = v + 1")
+        .await
+        .unwrap();
+    let t0 = snapshot_time(&c).await;
+    let at_t0 = pairs(&c, read).await;
+    // Keys shifted, moved twice in a transaction, changed by ON CONFLICT
+    // and MERGE, and set to themselves.
+    c.batch_execute(
+        "UPDATE k SET id = id + 100000 WHERE id <= 3;
+         BEGIN;
+         UPDATE k SET id = -id WHERE id BETWEEN 10 AND 12;
+         UPDATE k SET id = -id + 50000 WHERE id BETWEEN -12 AND -10;
+         COMMIT;
+         INSERT INTO k VALUES (20, 7) ON CONFLICT (id) DO UPDATE SET id = 200000, v = 8;
+         MERGE INTO k USING (VALUES (30)) s(id) ON k.id = s.id
+             WHEN MATCHED THEN UPDATE SET id = 300000;
+         UPDATE k SET id = id, v = 9 WHERE id = 40",
+    )
+    .await
+    .unwrap();
+    let t1 = snapshot_time(&c).await;
+    let at_t1 = pairs(&c, read).await;
+    let of = |t: &str| format!("SELECT id::bigint, v FROM k AS OF TIMESTAMP '{t}' ORDER BY id");
+    assert_eq!(pairs(&c, &of(&t0)).await, at_t0);
+    assert_eq!(pairs(&c, &of(&t1)).await, at_t1);
+    assert!(at_t1.contains(&(200000, 8)) && !at_t1.iter().any(|r| r.0 == 20));
+    // A row trigger ran only for rows whose key changed: 3 + 3 + 3 + 1 + 1
+    // tombstones.
+    let tombstones: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM pgbranch_history.k_1 WHERE pgbranch_deleted",
+    )
+    .await;
+    assert_eq!(tombstones, 11);
+
+    // The key column's type changes through pgbranch (the rekey trigger
+    // steps aside and comes back); directly, PostgreSQL refuses while
+    // the trigger depends on the column.
+    let direct = connect(&db_url(&db)).await;
+    let e = direct
+        .batch_execute("ALTER TABLE k ALTER COLUMN id TYPE bigint")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    c.batch_execute("ALTER TABLE k ALTER COLUMN id TYPE bigint")
+        .await
+        .unwrap();
+    c.batch_execute("UPDATE k SET id = 5000000000 WHERE id = 100001")
+        .await
+        .unwrap();
+    let t2 = snapshot_time(&c).await;
+    let at_t2 = pairs(&c, "SELECT id, v FROM k ORDER BY id").await;
+    assert!(at_t2.contains(&(5_000_000_000, 1)));
+    for (t, want) in [(&t0, &at_t0), (&t1, &at_t1), (&t2, &at_t2)] {
+        assert_eq!(&pairs(&c, &of(t)).await, want, "as of {t}");
+    }
+    // A new primary key: the rekey trigger follows it.
+    c.batch_execute("ALTER TABLE k DROP CONSTRAINT k_pkey, ADD PRIMARY KEY (id, v)")
+        .await
+        .unwrap();
+    let attrs: String = scalar(
+        &c,
+        "SELECT tgattr::text FROM pg_trigger
+         WHERE tgrelid = 'k'::regclass AND tgname = 'pgbranch_versioning_rekey'",
+    )
+    .await;
+    assert_eq!(attrs, "1 2");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn history_triggers_ignore_the_writers_search_path() {
+    let (db, proxy, c) = versioned_db(
+        test_config(),
+        "CREATE TABLE h (id int PRIMARY KEY, v text); INSERT INTO h VALUES (1, 'a');
+         DROP ROLE IF EXISTS tt_hostile; CREATE ROLE tt_hostile LOGIN;
+         GRANT INSERT, UPDATE, DELETE, SELECT ON h TO tt_hostile;
+         CREATE SCHEMA hostile AUTHORIZATION tt_hostile",
+        &["h"],
+    )
+    .await;
+    // The trigger functions run as the owner of schema pgbranch without a
+    // SET search_path of their own: nothing in them may resolve through
+    // the writer's. A writer puts operators and a type that would run its
+    // code first in its search_path, then writes.
+    let w = connect(&proxy.conn_str("tt_hostile", &db)).await;
+    w.batch_execute(
+        "CREATE FUNCTION hostile.boom(text, text) RETURNS boolean LANGUAGE plpgsql
+             AS 'BEGIN RAISE EXCEPTION ''hostile code ran as %'', current_user; END';
+         CREATE FUNCTION hostile.boom_oid(oid, oid) RETURNS boolean LANGUAGE plpgsql
+             AS 'BEGIN RAISE EXCEPTION ''hostile code ran as %'', current_user; END';
+         CREATE OPERATOR hostile.= (LEFTARG = text, RIGHTARG = text, FUNCTION = hostile.boom);
+         CREATE OPERATOR hostile.<> (LEFTARG = oid, RIGHTARG = oid, FUNCTION = hostile.boom_oid);
+         CREATE TYPE pg_temp.timestamptz AS (x int);
+         SET search_path = hostile, pg_catalog, public;
+         INSERT INTO public.h VALUES (2, 'b');
+         UPDATE public.h SET v = 'c' WHERE id = 1;
+         UPDATE public.h SET id = 3 WHERE id = 2;
+         DELETE FROM public.h WHERE id = 1",
+    )
+    .await
+    .unwrap();
+    let now = snapshot_time(&c).await;
+    let seen: Vec<String> = column(
+        &c,
+        &format!("SELECT id || v FROM h AS OF TIMESTAMP '{now}' ORDER BY id"),
+    )
+    .await;
+    assert_eq!(seen, ["3b"]);
+    let config: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM pg_proc
+         WHERE pronamespace = 'pgbranch_history'::regnamespace AND prosecdef
+           AND proconfig IS NULL AND proname IN ('h_1_write', 'h_1_rekey')",
+    )
+    .await;
+    assert_eq!(config, 2);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn migration_4_remakes_the_triggers_of_tables_versioned_before_it() {
+    // pgbranch set up by the database's owner (not a superuser); the
+    // versioned table belongs to another role (which the owner of schema
+    // pgbranch, writing its history, may not read).
+    let db = cluster().fresh_db();
+    let direct = connect(&db_url(&db)).await;
+    direct
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS tt_dbowner; CREATE ROLE tt_dbowner LOGIN;
+             ALTER DATABASE {db} OWNER TO tt_dbowner;
+             GRANT CREATE ON SCHEMA public TO tt_dbowner"
+        ))
+        .await
+        .unwrap();
+    let proxy = start_proxy(test_config()).await;
+    let owner = connect(&proxy.conn_str("tt_dbowner", &db)).await;
+    owner
+        .batch_execute("CREATE TABLE by_owner (a int)")
+        .await
+        .unwrap();
+    let c = connect(&proxy.conn_str("postgres", &db)).await;
+    c.batch_execute(
+        "CREATE TABLE m (id int PRIMARY KEY, v int); INSERT INTO m VALUES (1, 0), (2, 0)",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("ALTER TABLE m ADD SYSTEM VERSIONING")
+        .await
+        .unwrap();
+    // Put the table back into migration 3's shape: the UPDATE trigger
+    // captured old rows, the function set its search_path, no rekey
+    // trigger.
+    direct
+        .batch_execute(
+            "DROP TRIGGER pgbranch_versioning_rekey ON m;
+             DROP TRIGGER pgbranch_versioning_update ON m;
+             CREATE TRIGGER pgbranch_versioning_update AFTER UPDATE ON m
+                 REFERENCING OLD TABLE AS pgbranch_old NEW TABLE AS pgbranch_new
+                 FOR EACH STATEMENT EXECUTE FUNCTION pgbranch_history.m_1_write();
+             ALTER FUNCTION pgbranch_history.m_1_write() SET search_path = pg_catalog, pg_temp;
+             DROP TABLE pgbranch.versioned_views;
+             DELETE FROM pgbranch.migrations WHERE version = 4",
+        )
+        .await
+        .unwrap();
+    // The owner of schema pgbranch may upgrade it, but not remake the
+    // triggers of a table it does not own: refused, nothing half-done.
+    let e = owner
+        .batch_execute("CREATE TABLE by_owner_2 (a int)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{e}");
+    assert!(
+        message(&e).contains("system-versioned table m"),
+        "{}",
+        message(&e)
+    );
+    // The next recorded change by a role that may, upgrades.
+    c.batch_execute("CREATE TABLE other (a int)").await.unwrap();
+    let version: i32 = scalar(&c, "SELECT max(version) FROM pgbranch.migrations").await;
+    assert_eq!(version, 4);
+    let shape: Vec<String> = column(
+        &c,
+        "SELECT tgname || ':' || coalesce(tgoldtable, '-') FROM pg_trigger
+         WHERE tgrelid = 'm'::regclass AND tgname IN ('pgbranch_versioning_update', 'pgbranch_versioning_rekey')
+         ORDER BY tgname",
+    )
+    .await;
+    assert_eq!(
+        shape,
+        [
+            "pgbranch_versioning_rekey:-",
+            "pgbranch_versioning_update:-"
+        ]
+    );
+    let config: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM pg_proc WHERE proname = 'm_1_write' AND proconfig IS NULL",
+    )
+    .await;
+    assert_eq!(config, 1);
+    // And history keeps being right, key changes included.
+    c.batch_execute("UPDATE m SET id = 3 WHERE id = 1; UPDATE m SET v = 5")
+        .await
+        .unwrap();
+    let now = snapshot_time(&c).await;
+    let seen: Vec<String> = column(
+        &c,
+        &format!("SELECT id || ':' || v FROM m AS OF TIMESTAMP '{now}' ORDER BY id"),
+    )
+    .await;
+    assert_eq!(seen, ["2:5", "3:5"]);
+    owner
+        .batch_execute("CREATE TABLE by_owner_2 (a int)")
+        .await
+        .unwrap();
+    // The owner of schema pgbranch (who writes history) may not read m:
+    // enabling versioning and filling a new column's current values
+    // borrowed SELECT for their transaction only.
+    c.batch_execute("ALTER TABLE m ADD COLUMN w int DEFAULT 7")
+        .await
+        .unwrap();
+    let now = snapshot_time(&c).await;
+    let seen: Vec<String> = column(
+        &c,
+        &format!("SELECT id || ':' || w FROM m AS OF TIMESTAMP '{now}' ORDER BY id"),
+    )
+    .await;
+    assert_eq!(seen, ["2:7", "3:7"]);
+    let lent: bool = scalar(
+        &c,
+        "SELECT has_table_privilege('tt_dbowner', 'm', 'SELECT')",
+    )
+    .await;
+    assert!(!lent);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn views_over_versioned_tables_answer_as_of_and_in_as_of_sessions() {
+    let (db, proxy, c) = versioned_db(
+        test_config(),
+        "CREATE TABLE orders (id int PRIMARY KEY, client text, qty int);
+         CREATE TABLE clients (name text PRIMARY KEY, city text);
+         INSERT INTO clients VALUES ('ann', 'Oslo'), ('bob', 'Rome');
+         INSERT INTO orders VALUES (1, 'ann', 10), (2, 'bob', 7), (3, 'ann', 2)",
+        &["orders"],
+    )
+    .await;
+    // A join with an unversioned table, a view over it, a view without
+    // aliases, and one reading no versioned table.
+    c.batch_execute(
+        "CREATE VIEW big_orders AS
+             SELECT o.id, o.client, c.city, o.qty FROM orders o JOIN clients c ON c.name = o.client
+             WHERE o.qty > 5;
+         CREATE VIEW totals AS SELECT client, sum(qty)::int AS total FROM big_orders GROUP BY client;
+         CREATE VIEW unaliased AS SELECT orders.id, orders.qty FROM orders;
+         CREATE VIEW plain AS SELECT * FROM clients",
+    )
+    .await
+    .unwrap();
+    let big = "SELECT id || ':' || client || ':' || city || ':' || qty FROM big_orders";
+    let tot = "SELECT client || ':' || total FROM totals";
+    let una = "SELECT id || ':' || qty FROM unaliased";
+    let read = |q: &str, at: Option<&str>| {
+        let from = q.split(" FROM ").nth(1).unwrap().to_string();
+        let q = match at {
+            Some(t) => q.replace(
+                &format!(" FROM {from}"),
+                &format!(" FROM {from} AS OF TIMESTAMP '{t}'"),
+            ),
+            None => q.to_string(),
+        };
+        format!("{q} ORDER BY 1")
+    };
+    let t0 = snapshot_time(&c).await;
+    let mut then = Vec::new();
+    for q in [big, tot, una] {
+        then.push(column::<String>(&c, &read(q, None)).await);
+    }
+    assert_eq!(then[0], ["1:ann:Oslo:10", "2:bob:Rome:7"]);
+    c.batch_execute(
+        "UPDATE orders SET qty = 1 WHERE id = 2; DELETE FROM orders WHERE id = 1;
+         INSERT INTO orders VALUES (4, 'bob', 50); UPDATE clients SET city = 'Bern' WHERE name = 'bob'",
+    )
+    .await
+    .unwrap();
+    // Explicit AS OF on each view, simple and extended protocol: the
+    // versioned table as it was, the unversioned one as it is.
+    let live_city = |row: &str| row.replace("Rome", "Bern");
+    for (i, q) in [big, tot, una].into_iter().enumerate() {
+        let want: Vec<String> = if i == 0 {
+            then[0].iter().map(|r| live_city(r)).collect()
+        } else {
+            then[i].clone()
+        };
+        let sql = read(q, Some(&t0));
+        assert_eq!(column::<String>(&c, &sql).await, want, "{sql}");
+        let simple: Vec<String> = simple_rows(&c, &sql)
+            .await
+            .into_iter()
+            .map(|mut r| r.remove(0))
+            .collect();
+        assert_eq!(simple, want, "{sql}");
+    }
+    // An as-of session sees the views then, its SQL unchanged.
+    let past = connect(&format!(
+        "{} options='-c as_of={}'",
+        proxy.conn_str("postgres", &db),
+        t0.replace(' ', "T")
+    ))
+    .await;
+    assert_eq!(column::<String>(&past, &read(tot, None)).await, then[1]);
+    assert_eq!(column::<String>(&past, &read(una, None)).await, then[2]);
+    // A view reading no versioned table has no past; ranges need a table.
+    let e = c
+        .query(&read("SELECT name FROM plain", Some(&t0)), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55000", "{e}");
+    assert!(
+        message(&e).contains("reads no system-versioned table"),
+        "{e}"
+    );
+    let e = c
+        .query("SELECT * FROM big_orders FOR SYSTEM_TIME ALL", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    // Views follow their definitions: replaced with a new column, then
+    // dropped, through pgbranch.
+    c.batch_execute(
+        "CREATE OR REPLACE VIEW unaliased AS SELECT orders.id, orders.qty, orders.client FROM orders",
+    )
+    .await
+    .unwrap();
+    let seen: Vec<String> = column(
+        &c,
+        &format!("SELECT id || ':' || client FROM unaliased AS OF TIMESTAMP '{t0}' ORDER BY id"),
+    )
+    .await;
+    assert_eq!(seen, ["1:ann", "2:bob", "3:ann"]);
+    c.batch_execute("DROP VIEW totals").await.unwrap();
+    c.batch_execute("DROP VIEW big_orders").await.unwrap();
+    assert_eq!(column::<String>(&c, &read(una, Some(&t0))).await, then[2]);
+    let listed: i64 = scalar(&c, "SELECT count(*) FROM pgbranch.versioned_views").await;
+    assert_eq!(listed, 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn versioning_commands_work_inside_a_multi_statement_query() {
+    let (db, proxy, c) = versioned_db(test_config(), "SELECT 1", &[]).await;
+    // A migration file sent as one Query.
+    c.batch_execute(
+        "CREATE TABLE a (id int PRIMARY KEY, v text) WITH SYSTEM VERSIONING;
+         INSERT INTO a VALUES (1, 'x'), (2, 'y');
+         CREATE TABLE b (id int PRIMARY KEY);
+         ALTER TABLE b ADD SYSTEM VERSIONING;
+         INSERT INTO b VALUES (1);
+         CREATE INDEX a_v ON a (v);",
+    )
+    .await
+    .unwrap();
+    let versioned: Vec<String> = column(
+        &c,
+        "SELECT table_name FROM pgbranch.versioned_tables ORDER BY 1",
+    )
+    .await;
+    assert_eq!(versioned, ["public.a", "public.b"]);
+    let t0 = snapshot_time(&c).await;
+    // The client sees one result per statement of its own (simple
+    // protocol): none of the proxy's.
+    let rows = simple_rows(
+        &c,
+        &format!(
+            "UPDATE a SET v = 'z'; SELECT count(*) FROM a WHERE v = 'z';
+             RESTORE TABLE a TO TIMESTAMP '{t0}'; SELECT string_agg(v, ',' ORDER BY id) FROM a"
+        ),
+    )
+    .await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[0], ["2"]);
+    assert!(rows[1][0].starts_with("restored public.a"), "{rows:?}");
+    assert_eq!(rows[2], ["x,y"]);
+    // Recorded like any schema change; dropped again in a batch.
+    let recorded: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM pgbranch.schema_history WHERE command_tag IN ('CREATE TABLE', 'CREATE INDEX')",
+    )
+    .await;
+    assert_eq!(recorded, 3);
+    c.batch_execute("ALTER TABLE b DROP SYSTEM VERSIONING; INSERT INTO b VALUES (2)")
+        .await
+        .unwrap();
+    let versioned: Vec<String> =
+        column(&c, "SELECT table_name FROM pgbranch.versioned_tables").await;
+    assert_eq!(versioned, ["public.a"]);
+    // Off main, refused as alone.
+    c.batch_execute("CREATE BRANCH side FROM main")
+        .await
+        .unwrap();
+    let side = connect(&format!(
+        "{} options='-c branch=side'",
+        proxy.conn_str("postgres", &db)
+    ))
+    .await;
+    let e = side
+        .batch_execute("SELECT 1; ALTER TABLE b ADD SYSTEM VERSIONING")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
     proxy.stop().await;
 }

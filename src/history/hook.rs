@@ -467,6 +467,9 @@ impl HistoryHook {
         if let Some(verdict) = self.versioning_on_create(sql) {
             return verdict;
         }
+        if let Some(verdict) = self.versioning_in_batch(sql) {
+            return verdict;
+        }
         // AS OF clauses become calls of the history functions.
         let travelled = match self.time_travel(sql) {
             Ok(t) => t,
@@ -654,6 +657,117 @@ impl HistoryHook {
         Some(verdict)
     }
 
+    /// A Query of several statements among which are versioning commands
+    /// (`ALTER TABLE ... ADD/DROP SYSTEM VERSIONING`, `RESTORE TABLE`) or
+    /// tables created `WITH SYSTEM VERSIONING` (or matching the configured
+    /// patterns), as a migration tool sends a whole file: each such
+    /// statement becomes its SQL in place (a created table is versioned
+    /// right after its CREATE TABLE, unseen), the metadata check runs
+    /// first (unseen), and the rest is handled as any Query. Error
+    /// positions in statements after a replaced one are approximate.
+    fn versioning_in_batch(&mut self, sql: &[u8]) -> Option<ClientVerdict> {
+        use crate::sql::contains_ignore_ascii_case as has;
+        // Cheap exits first: ordinary traffic has none of the words (a
+        // column called created_at counts only with patterns configured).
+        let patterns = || {
+            !self
+                .tunables
+                .versioned_tables
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        };
+        if !sql.contains(&b';')
+            || !(has(sql, b"system") || has(sql, b"restore") || (has(sql, b"create") && patterns()))
+        {
+            return None;
+        }
+        let ranges = self.split(sql);
+        if ranges.len() < 2 {
+            return None;
+        }
+        let mut text = self.ensure_sql().as_bytes().to_vec();
+        text.extend_from_slice(b";\n");
+        let prefix = text.len();
+        let mut unseen: Vec<String> = Vec::new();
+        let mut cursor = 0;
+        for range in &ranges {
+            let stmt = &sql[range.clone()];
+            let replacement = if let Some(command) = crate::timetravel::commands::parse(stmt) {
+                if self.origin.branch != crate::proxy::selection::DEFAULT_BRANCH {
+                    // The same refusal as for the command alone.
+                    let (refusal, _) = self.branch_command(None, stmt)?;
+                    return Some(ours_verdict(query_message(&refusal), rewrite::REFUSED));
+                }
+                crate::timetravel::commands::to_sql(&command).into_bytes()
+            } else {
+                match self.creation_versioning(stmt) {
+                    None => continue,
+                    Some(Err(e)) => {
+                        return Some(ours_verdict(
+                            query_message(&branch_commands::raise_sql(&e)),
+                            rewrite::REFUSED,
+                        ))
+                    }
+                    Some(Ok((stripped, extra))) => {
+                        let mut r = stripped.unwrap_or_else(|| stmt.to_vec());
+                        r.extend_from_slice(b";\n");
+                        r.extend_from_slice(extra.as_bytes());
+                        unseen.push(extra);
+                        r
+                    }
+                }
+            };
+            text.extend_from_slice(&sql[cursor..range.start]);
+            text.extend_from_slice(&replacement);
+            cursor = range.end;
+        }
+        if cursor == 0 {
+            return None;
+        }
+        text.extend_from_slice(&sql[cursor..]);
+        let mut verdict = self.on_query_text(&text);
+        if verdict.alone {
+            return Some(verdict);
+        }
+        let mut body = match &verdict.replace {
+            Some(m) if m.first() == Some(&ft::QUERY) && m.len() > HEADER_LEN => {
+                m[HEADER_LEN..m.len() - 1].to_vec()
+            }
+            Some(_) => return Some(verdict),
+            None => text,
+        };
+        // The check and the versioning of created tables are the proxy's.
+        verdict.swallow_statements.insert(0);
+        for (i, r) in self.split(&body).into_iter().enumerate() {
+            if unseen.iter().any(|u| body[r.clone()] == *u.as_bytes()) {
+                verdict.swallow_statements.insert(i);
+            }
+        }
+        // Positions: the check was inserted before the client's text.
+        let charset = self.charset.unwrap_or(Charset::Guess);
+        let check = charset.count(&body[..prefix]);
+        let mut map = verdict.positions.as_deref().cloned().unwrap_or_default();
+        for (at, _) in &mut map.inserted {
+            *at = at.saturating_sub(check);
+        }
+        map.inserted.insert(0, (0, check));
+        if map.statement_shift.is_empty() {
+            map.statement_shift = vec![Some(0); self.split(&body).len()];
+        }
+        for shift in map.statement_shift.iter_mut().flatten() {
+            *shift = shift.saturating_add(check);
+        }
+        map.statement_shift[0] = None;
+        verdict.positions = Some(Arc::new(map));
+        let mut message = Vec::with_capacity(body.len() + HEADER_LEN + 1);
+        body.push(0);
+        crate::protocol::put_message(&mut message, ft::QUERY, &body);
+        verdict.replace = Some(message);
+        verdict.rewrites |= rewrite::COMMAND;
+        Some(verdict)
+    }
+
     /// In an as-of session, the refusal of a statement of `sql` that
     /// writes.
     fn as_of_refusal(&self, sql: &[u8]) -> Option<branch_commands::Invalid> {
@@ -783,9 +897,8 @@ impl HistoryHook {
                 }
                 positions.insert(range.start, &out[begin..]);
             }
-            if record::drops_table(ddl) {
+            if let Some(injected) = record::before_sql(&self.origin, ddl) {
                 let begin = out.len();
-                let injected = record::before_drop_sql(&self.origin);
                 swallow.insert(expected.len());
                 expected.push(out.len()..out.len() + injected.len());
                 positions.map.statement_shift.push(None);
@@ -1075,11 +1188,8 @@ impl HistoryHook {
         let mut before = Vec::new();
         before.extend_from_slice(&record::extended_frames(self.ensure_sql().as_bytes(), &[]));
         before.extend_from_slice(&record::begin_frames(&self.origin));
-        if record::drops_table(&captured.ddl) {
-            before.extend_from_slice(&record::extended_frames(
-                &record::before_drop_sql(&self.origin),
-                &[],
-            ));
+        if let Some(sql) = record::before_sql(&self.origin, &captured.ddl) {
+            before.extend_from_slice(&record::extended_frames(&sql, &[]));
         }
         let mut after = record::record_frames(&self.origin, &captured.text, &captured.ddl);
         if let Some(v) = &captured.versioning {

@@ -15,7 +15,9 @@
 /// Migrations 2 and 3 run objects.sql again: 2 gave `schema_objects`
 /// schema filters, 3 leaves out the system-versioning triggers
 /// (objects.sql is written to be re-run). create_branch.sql is re-run the
-/// same way: 3 teaches CREATE BRANCH to read history (AS OF).
+/// same way: 3 teaches CREATE BRANCH to read history (AS OF). So is
+/// time_travel.sql: 4 brings its functions up to date and remakes the
+/// versioned tables' triggers.
 const MIGRATIONS: &[&[&str]] = &[
     &[
         include_str!("sql/objects.sql"),
@@ -29,7 +31,12 @@ const MIGRATIONS: &[&[&str]] = &[
     &[
         include_str!("sql/objects.sql"),
         include_str!("sql/0003_time_travel.sql"),
+        include_str!("sql/time_travel.sql"),
         include_str!("sql/create_branch.sql"),
+    ],
+    &[
+        include_str!("sql/time_travel.sql"),
+        include_str!("sql/0004_versioning_writes.sql"),
     ],
 ];
 

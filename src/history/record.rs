@@ -92,21 +92,45 @@ pub fn begin_sql(origin: &Origin) -> Vec<u8> {
     sql
 }
 
-/// Whether `ddl` drops a table: a versioned table's AS OF functions depend
-/// on its row type and must go first ([`before_drop_sql`]).
-pub fn drops_table(ddl: &Ddl) -> bool {
-    ddl.action == crate::sql::classify::Action::Drop
-        && ddl.object_type == crate::sql::classify::ObjectType::Table
-}
-
-/// SQL run before a statement that drops tables: the AS OF functions of
-/// versioned tables step aside (the record after the statement remakes
-/// those of tables that remain; a dropped table keeps its history).
-pub fn before_drop_sql(origin: &Origin) -> Vec<u8> {
-    let mut sql = b"SELECT pgbranch.versioning_before_drop(".to_vec();
-    sql.extend_from_slice(&dollar_quote(origin.branch.as_bytes()));
-    sql.push(b')');
-    sql
+/// SQL run before `ddl` on a versioned database, if any:
+/// - a statement that drops tables or views: the AS OF functions of
+///   versioned tables and of views over them depend on their row types and
+///   step aside (the record after the statement remakes those of the ones
+///   that remain; a dropped table keeps its history);
+/// - ALTER TABLE: the table's rekey trigger (if it is versioned) steps
+///   aside, since its column list makes PostgreSQL refuse a type change
+///   of a key column; the record after the statement makes it again.
+pub fn before_sql(origin: &Origin, ddl: &Ddl) -> Option<Vec<u8>> {
+    use crate::sql::classify::{Action, ObjectType};
+    if !matches!(ddl.object_type, ObjectType::Table | ObjectType::View) {
+        return None;
+    }
+    let branch = dollar_quote(origin.branch.as_bytes());
+    match ddl.action {
+        Action::Drop => {
+            let mut sql = b"SELECT pgbranch.versioning_before_drop(".to_vec();
+            sql.extend_from_slice(&branch);
+            sql.push(b')');
+            Some(sql)
+        }
+        Action::Alter if ddl.tag == "ALTER TABLE" && !ddl.identity.is_empty() => {
+            // The name as the statement resolves it (the caller's
+            // search_path); NULL when it names no table.
+            let path = ddl
+                .identity
+                .split('.')
+                .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+                .collect::<Vec<_>>()
+                .join(".");
+            let mut sql = b"SELECT pgbranch.versioning_before_alter(".to_vec();
+            sql.extend_from_slice(&branch);
+            sql.extend_from_slice(b", pg_catalog.to_regclass(");
+            sql.extend_from_slice(&dollar_quote(path.as_bytes()));
+            sql.extend_from_slice(b"))");
+            Some(sql)
+        }
+        _ => None,
+    }
 }
 
 /// Which recording function a record calls.
