@@ -766,6 +766,38 @@ async fn set_pgbranch_as_of_moves_a_session_into_the_past_and_back() {
     s.batch_execute("UPDATE acct SET balance = 21")
         .await
         .unwrap();
+
+    // The extended protocol (what JDBC and most drivers send): the same.
+    let x = connect(&proxy.conn_str("postgres", &db)).await;
+    let balance = || scalar::<i32>(&x, "SELECT balance FROM acct WHERE id = 1");
+    let shown = || scalar::<String>(&x, "SHOW pgbranch.as_of");
+    assert_eq!(shown().await, "off");
+    x.execute(&format!("SET pgbranch.as_of = '{then}'"), &[])
+        .await
+        .unwrap();
+    assert_eq!(balance().await, 10);
+    assert!(shown().await.starts_with(&then[..19]), "{}", shown().await);
+    let e = x
+        .execute("UPDATE acct SET balance = 0", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "25006", "{e:?}");
+    let e = x
+        .execute("SET pgbranch.as_of = 'not a time'", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22007", "{e:?}");
+    assert_eq!(balance().await, 10);
+    x.batch_execute("BEGIN").await.unwrap();
+    let e = x.execute("RESET pgbranch.as_of", &[]).await.unwrap_err();
+    assert_eq!(code(&e), "25001", "{e:?}");
+    x.batch_execute("ROLLBACK").await.unwrap();
+    x.execute("RESET pgbranch.as_of", &[]).await.unwrap();
+    assert_eq!(shown().await, "off");
+    assert_eq!(balance().await, 21);
+    x.execute("UPDATE acct SET balance = 22", &[])
+        .await
+        .unwrap();
     proxy.stop().await;
 }
 

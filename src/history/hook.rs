@@ -577,6 +577,66 @@ impl HistoryHook {
         }
     }
 
+    /// `SET` / `RESET` / `SHOW pgbranch.as_of` in a Parse. SHOW becomes the
+    /// proxy's SELECT. SET and RESET are prepared as sent (PostgreSQL
+    /// keeps the placeholder setting): the time is checked and made
+    /// absolute by the proxy's SELECT before the Parse, the session's
+    /// read-only default follows it, and the change applies at the next
+    /// ReadyForQuery unless something failed (the statement is meant to
+    /// be executed in the batch that prepares it, as drivers do).
+    fn on_as_of_parse(
+        &mut self,
+        setting: crate::timetravel::commands::AsOfSetting,
+        parse_message: impl Fn(&[u8]) -> Vec<u8>,
+    ) -> ClientVerdict {
+        use crate::timetravel::commands::AsOfSetting;
+        if let AsOfSetting::Show = setting {
+            let shown = self.as_of.as_ref().map_or("off", |(_, t)| t.as_str());
+            let literal =
+                String::from_utf8_lossy(&record::dollar_quote(shown.as_bytes())).into_owned();
+            let text = format!("SELECT {literal} AS \"pgbranch.as_of\"");
+            return ours_verdict(parse_message(text.as_bytes()), rewrite::COMMAND);
+        }
+        if self.last_status != b'I' {
+            let e = branch_commands::Invalid {
+                code: "25001",
+                message: "SET pgbranch.as_of cannot run inside a transaction block".into(),
+                hint: Some("Set it between transactions.".into()),
+            };
+            return ours_verdict(
+                parse_message(branch_commands::raise_sql(&e).as_bytes()),
+                rewrite::REFUSED,
+            );
+        }
+        let (reset, before, after) = match setting {
+            AsOfSetting::Set(value) => (
+                false,
+                record::extended_frames(
+                    format!("SELECT ({value})::timestamptz::text").as_bytes(),
+                    &[],
+                ),
+                record::extended_frames(b"SET default_transaction_read_only = on", &[]),
+            ),
+            _ => (
+                true,
+                Vec::new(),
+                record::extended_frames(b"RESET default_transaction_read_only", &[]),
+            ),
+        };
+        self.as_of_change = Some(AsOfChange {
+            reset,
+            at: None,
+            failed: false,
+            skip: self.outstanding,
+        });
+        ClientVerdict {
+            before,
+            after,
+            rewrites: rewrite::COMMAND,
+            ..ClientVerdict::default()
+        }
+    }
+
     /// `CREATE TABLE ... WITH SYSTEM VERSIONING`, or a CREATE TABLE whose
     /// name matches `time_travel.versioned_tables`: the table is created
     /// (and recorded) as usual, then versioned in the same Query.
@@ -989,16 +1049,8 @@ impl HistoryHook {
         if let Some(rewritten) = commands::rewrite(sql, &self.origin.branch) {
             return ours_verdict(parse_message(rewritten.as_bytes()), rewrite::COMMAND);
         }
-        if crate::timetravel::commands::parse_as_of_setting(sql).is_some() {
-            let e = branch_commands::Invalid {
-                code: "0A000",
-                message: "pgbranch.as_of is set with the simple query protocol only".into(),
-                hint: Some("Send SET pgbranch.as_of as a simple query (psql does).".into()),
-            };
-            return ours_verdict(
-                parse_message(branch_commands::raise_sql(&e).as_bytes()),
-                rewrite::REFUSED,
-            );
+        if let Some(setting) = crate::timetravel::commands::parse_as_of_setting(sql) {
+            return self.on_as_of_parse(setting, parse_message);
         }
         if let Some(e) = self.as_of_refusal(sql) {
             return ours_verdict(
