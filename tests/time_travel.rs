@@ -795,6 +795,19 @@ async fn set_pgbranch_as_of_moves_a_session_into_the_past_and_back() {
     x.execute("RESET pgbranch.as_of", &[]).await.unwrap();
     assert_eq!(shown().await, "off");
     assert_eq!(balance().await, 21);
+    // Prepared once, executed again and again (as drivers that cache
+    // statements do): each Execute moves the session.
+    let set = x
+        .prepare(&format!("SET pgbranch.as_of = '{then}'"))
+        .await
+        .unwrap();
+    let reset = x.prepare("RESET pgbranch.as_of").await.unwrap();
+    for _ in 0..2 {
+        x.execute(&set, &[]).await.unwrap();
+        assert_eq!(balance().await, 10);
+        x.execute(&reset, &[]).await.unwrap();
+        assert_eq!(balance().await, 21);
+    }
     x.execute("UPDATE acct SET balance = 22", &[])
         .await
         .unwrap();
@@ -944,15 +957,16 @@ async fn key_changes_bulk_updates_and_key_type_changes_keep_history_right() {
     let shape: Vec<String> = column(
         &c,
         "SELECT tgname || ':' || coalesce(tgoldtable, '-') || ':' || coalesce(tgnewtable, '-')
-                || ':' || tgattr::text
-         FROM pg_trigger WHERE tgrelid = 'k'::regclass AND tgname LIKE '%update' OR tgname LIKE '%rekey'
+                || ':' || coalesce(pgbranch.versioning_rekey_columns(oid)::text, '')
+         FROM pg_trigger
+         WHERE tgrelid = 'k'::regclass AND (tgname LIKE '%update' OR tgname LIKE '%rekey')
          ORDER BY tgname",
     )
     .await;
     assert_eq!(
         shape,
         [
-            "pgbranch_versioning_rekey:-:-:1",
+            "pgbranch_versioning_rekey:-:-:{1}",
             "pgbranch_versioning_update:-:pgbranch_new:"
         ]
     );
@@ -993,6 +1007,22 @@ async fn key_changes_bulk_updates_and_key_type_changes_keep_history_right() {
     .await;
     assert_eq!(tombstones, 11);
 
+    // A key changed by a BEFORE trigger of the table, in an UPDATE that
+    // does not name the key.
+    c.batch_execute(
+        "CREATE FUNCTION renumber() RETURNS trigger LANGUAGE plpgsql AS
+             'BEGIN IF NEW.v = 77 THEN NEW.id := NEW.id + 700000; END IF; RETURN NEW; END';
+         CREATE TRIGGER renumber BEFORE UPDATE ON k FOR EACH ROW EXECUTE FUNCTION renumber()",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("UPDATE k SET v = 77 WHERE id = 50; DROP TRIGGER renumber ON k")
+        .await
+        .unwrap();
+    let t1b = snapshot_time(&c).await;
+    let at_t1b = pairs(&c, read).await;
+    assert!(at_t1b.contains(&(700050, 77)) && !at_t1b.iter().any(|r| r.0 == 50));
+    assert_eq!(pairs(&c, &of(&t1b)).await, at_t1b);
     // The key column's type changes through pgbranch (the rekey trigger
     // steps aside and comes back); directly, PostgreSQL refuses while
     // the trigger depends on the column.
@@ -1011,7 +1041,7 @@ async fn key_changes_bulk_updates_and_key_type_changes_keep_history_right() {
     let t2 = snapshot_time(&c).await;
     let at_t2 = pairs(&c, "SELECT id, v FROM k ORDER BY id").await;
     assert!(at_t2.contains(&(5_000_000_000, 1)));
-    for (t, want) in [(&t0, &at_t0), (&t1, &at_t1), (&t2, &at_t2)] {
+    for (t, want) in [(&t0, &at_t0), (&t1, &at_t1), (&t1b, &at_t1b), (&t2, &at_t2)] {
         assert_eq!(&pairs(&c, &of(t)).await, want, "as of {t}");
     }
     // A new primary key: the rekey trigger follows it.
@@ -1020,11 +1050,11 @@ async fn key_changes_bulk_updates_and_key_type_changes_keep_history_right() {
         .unwrap();
     let attrs: String = scalar(
         &c,
-        "SELECT tgattr::text FROM pg_trigger
+        "SELECT pgbranch.versioning_rekey_columns(oid)::text FROM pg_trigger
          WHERE tgrelid = 'k'::regclass AND tgname = 'pgbranch_versioning_rekey'",
     )
     .await;
-    assert_eq!(attrs, "1 2");
+    assert_eq!(attrs, "{1,2}");
     proxy.stop().await;
 }
 
@@ -1034,7 +1064,7 @@ async fn history_triggers_ignore_the_writers_search_path() {
         test_config(),
         "CREATE TABLE h (id int PRIMARY KEY, v text); INSERT INTO h VALUES (1, 'a');
          DROP ROLE IF EXISTS tt_hostile; CREATE ROLE tt_hostile LOGIN;
-         GRANT INSERT, UPDATE, DELETE, SELECT ON h TO tt_hostile;
+         GRANT INSERT, UPDATE, DELETE, SELECT, TRIGGER ON h TO tt_hostile;
          CREATE SCHEMA hostile AUTHORIZATION tt_hostile",
         &["h"],
     )
@@ -1067,6 +1097,26 @@ async fn history_triggers_ignore_the_writers_search_path() {
     )
     .await;
     assert_eq!(seen, ["3b"]);
+    // Nor may the writer (with TRIGGER on the table) make the history
+    // functions write what it wants: deleted rows as current versions.
+    let e = w
+        .batch_execute(
+            "CREATE TRIGGER forged AFTER DELETE ON public.h REFERENCING OLD TABLE AS pgbranch_new
+                 FOR EACH STATEMENT EXECUTE FUNCTION pgbranch_history.h_1_write();
+             DELETE FROM public.h",
+        )
+        .await
+        .unwrap_err();
+    assert!(message(&e).contains("wrong table"), "{e:?}");
+    let e = w
+        .batch_execute(
+            "CREATE TRIGGER forged AFTER INSERT ON public.h
+                 FOR EACH ROW EXECUTE FUNCTION pgbranch_history.h_1_rekey();
+             INSERT INTO public.h VALUES (9, 'z')",
+        )
+        .await
+        .unwrap_err();
+    assert!(message(&e).contains("wrong table"), "{e:?}");
     let config: i64 = scalar(
         &c,
         "SELECT count(*) FROM pg_proc
@@ -1119,6 +1169,12 @@ async fn migration_4_remakes_the_triggers_of_tables_versioned_before_it() {
                  REFERENCING OLD TABLE AS pgbranch_old NEW TABLE AS pgbranch_new
                  FOR EACH STATEMENT EXECUTE FUNCTION pgbranch_history.m_1_write();
              ALTER FUNCTION pgbranch_history.m_1_write() SET search_path = pg_catalog, pg_temp;
+             DROP FUNCTION pgbranch_history.m_1_rekey();
+             DROP FUNCTION pgbranch.versioning_views(), pgbranch.versioning_lend(regclass[]),
+                 pgbranch.versioning_unlend(regclass[]), pgbranch.versioning_rekey_trigger(regclass),
+                 pgbranch.versioning_triggers(regclass), pgbranch.versioning_check_triggers(),
+                 pgbranch.versioning_before_alter(text, regclass),
+                 pgbranch.versioning_rekey_columns(oid);
              DROP TABLE pgbranch.versioned_views;
              DELETE FROM pgbranch.migrations WHERE version = 4",
         )
@@ -1140,6 +1196,18 @@ async fn migration_4_remakes_the_triggers_of_tables_versioned_before_it() {
     c.batch_execute("CREATE TABLE other (a int)").await.unwrap();
     let version: i32 = scalar(&c, "SELECT max(version) FROM pgbranch.migrations").await;
     assert_eq!(version, 4);
+    // What the superuser's upgrade created belongs to the schema's owner.
+    let foreign: Vec<String> = column(
+        &c,
+        "SELECT p.oid::regprocedure::text FROM pg_proc p
+         WHERE p.pronamespace IN ('pgbranch'::regnamespace, 'pgbranch_history'::regnamespace)
+           AND p.proowner <> 'tt_dbowner'::regrole
+         UNION ALL
+         SELECT 'versioned_views' FROM pg_class
+         WHERE oid = 'pgbranch.versioned_views'::regclass AND relowner <> 'tt_dbowner'::regrole",
+    )
+    .await;
+    assert_eq!(foreign, Vec::<String>::new());
     let shape: Vec<String> = column(
         &c,
         "SELECT tgname || ':' || coalesce(tgoldtable, '-') FROM pg_trigger
@@ -1216,6 +1284,7 @@ async fn views_over_versioned_tables_answer_as_of_and_in_as_of_sessions() {
              WHERE o.qty > 5;
          CREATE VIEW totals AS SELECT client, sum(qty)::int AS total FROM big_orders GROUP BY client;
          CREATE VIEW unaliased AS SELECT orders.id, orders.qty FROM orders;
+         CREATE VIEW labelled AS SELECT o.id, 'public.orders o' AS src, 'public.orders' AS src2 FROM orders o;
          CREATE VIEW plain AS SELECT * FROM clients",
     )
     .await
@@ -1264,6 +1333,13 @@ async fn views_over_versioned_tables_answer_as_of_and_in_as_of_sessions() {
             .collect();
         assert_eq!(simple, want, "{sql}");
     }
+    // String literals naming the table stay as they are.
+    let labels: Vec<String> = column(
+        &c,
+        &format!("SELECT DISTINCT src || '|' || src2 FROM labelled AS OF TIMESTAMP '{t0}'"),
+    )
+    .await;
+    assert_eq!(labels, ["public.orders o|public.orders"]);
     // An as-of session sees the views then, its SQL unchanged.
     let past = connect(&format!(
         "{} options='-c as_of={}'",
@@ -1305,7 +1381,7 @@ async fn views_over_versioned_tables_answer_as_of_and_in_as_of_sessions() {
     c.batch_execute("DROP VIEW big_orders").await.unwrap();
     assert_eq!(column::<String>(&c, &read(una, Some(&t0))).await, then[2]);
     let listed: i64 = scalar(&c, "SELECT count(*) FROM pgbranch.versioned_views").await;
-    assert_eq!(listed, 1);
+    assert_eq!(listed, 2);
     proxy.stop().await;
 }
 
@@ -1344,19 +1420,31 @@ async fn versioning_commands_work_inside_a_multi_statement_query() {
     assert_eq!(rows[0], ["2"]);
     assert!(rows[1][0].starts_with("restored public.a"), "{rows:?}");
     assert_eq!(rows[2], ["x,y"]);
+    // The other statements of such a Query keep their AS OF clauses, and
+    // the proxy's statements (the check, the versioning of a created
+    // table) give the client no result.
+    let rows = simple_rows(
+        &c,
+        &format!(
+            "CREATE TABLE c2 (id int PRIMARY KEY) WITH SYSTEM VERSIONING;
+             SELECT count(*) FROM a AS OF TIMESTAMP '{t0}'; SELECT count(*) FROM c2"
+        ),
+    )
+    .await;
+    assert_eq!(rows, [["2"], ["0"]]);
     // Recorded like any schema change; dropped again in a batch.
     let recorded: i64 = scalar(
         &c,
         "SELECT count(*) FROM pgbranch.schema_history WHERE command_tag IN ('CREATE TABLE', 'CREATE INDEX')",
     )
     .await;
-    assert_eq!(recorded, 3);
+    assert_eq!(recorded, 4);
     c.batch_execute("ALTER TABLE b DROP SYSTEM VERSIONING; INSERT INTO b VALUES (2)")
         .await
         .unwrap();
     let versioned: Vec<String> =
         column(&c, "SELECT table_name FROM pgbranch.versioned_tables").await;
-    assert_eq!(versioned, ["public.a"]);
+    assert_eq!(versioned, ["public.a", "public.c2"]);
     // Off main, refused as alone.
     c.batch_execute("CREATE BRANCH side FROM main")
         .await

@@ -117,6 +117,10 @@ pub struct HistoryHook {
     /// (`None`: `RESET pgbranch.branch`).
     switch_statements: HashMap<Vec<u8>, Option<String>>,
     switch_portals: HashMap<Vec<u8>, Option<String>>,
+    /// Prepared statements and portals that are `SET` / `RESET
+    /// pgbranch.as_of`: the session moves when one is executed.
+    as_of_statements: HashMap<Vec<u8>, crate::timetravel::commands::AsOfSetting>,
+    as_of_portals: HashMap<Vec<u8>, crate::timetravel::commands::AsOfSetting>,
     /// Queries, Syncs and FunctionCalls sent whose ReadyForQuery has not
     /// arrived yet.
     outstanding: usize,
@@ -169,6 +173,8 @@ impl HistoryHook {
             restore_after_alone: false,
             switch_statements: HashMap::new(),
             switch_portals: HashMap::new(),
+            as_of_statements: HashMap::new(),
+            as_of_portals: HashMap::new(),
             outstanding: 0,
             executed_since_sync: false,
             last_status: b'I',
@@ -578,14 +584,13 @@ impl HistoryHook {
     }
 
     /// `SET` / `RESET` / `SHOW pgbranch.as_of` in a Parse. SHOW becomes the
-    /// proxy's SELECT. SET and RESET are prepared as sent (PostgreSQL
-    /// keeps the placeholder setting): the time is checked and made
-    /// absolute by the proxy's SELECT before the Parse, the session's
-    /// read-only default follows it, and the change applies at the next
-    /// ReadyForQuery unless something failed (the statement is meant to
-    /// be executed in the batch that prepares it, as drivers do).
+    /// proxy's SELECT of the time in effect when it is prepared. SET and
+    /// RESET are prepared as sent (PostgreSQL keeps the placeholder
+    /// setting); each Execute of them moves the session
+    /// ([`Self::on_as_of_execute`]).
     fn on_as_of_parse(
         &mut self,
+        name: &[u8],
         setting: crate::timetravel::commands::AsOfSetting,
         parse_message: impl Fn(&[u8]) -> Vec<u8>,
     ) -> ClientVerdict {
@@ -597,16 +602,34 @@ impl HistoryHook {
             let text = format!("SELECT {literal} AS \"pgbranch.as_of\"");
             return ours_verdict(parse_message(text.as_bytes()), rewrite::COMMAND);
         }
-        if self.last_status != b'I' {
-            let e = branch_commands::Invalid {
+        self.as_of_statements.insert(name.to_vec(), setting);
+        ClientVerdict::forward()
+    }
+
+    /// An Execute of `SET` / `RESET pgbranch.as_of`: outside a transaction
+    /// block (as the last ReadyForQuery said: drivers send the next
+    /// statement before the previous ReadyForQuery is in, so earlier
+    /// batches may still be unanswered) and first in its batch, the time
+    /// is checked and made absolute by the proxy's SELECT before it, the
+    /// session's read-only default follows after it, and the session moves
+    /// at this batch's ReadyForQuery unless something failed.
+    fn on_as_of_execute(
+        &mut self,
+        setting: crate::timetravel::commands::AsOfSetting,
+        first_in_pipeline: bool,
+    ) -> ClientVerdict {
+        use crate::timetravel::commands::AsOfSetting;
+        if !(first_in_pipeline && self.last_status == b'I') {
+            let raise = branch_commands::raise_sql(&branch_commands::Invalid {
                 code: "25001",
                 message: "SET pgbranch.as_of cannot run inside a transaction block".into(),
                 hint: Some("Set it between transactions.".into()),
+            });
+            return ClientVerdict {
+                before: record::extended_frames(raise.as_bytes(), &[]),
+                rewrites: rewrite::REFUSED,
+                ..ClientVerdict::default()
             };
-            return ours_verdict(
-                parse_message(branch_commands::raise_sql(&e).as_bytes()),
-                rewrite::REFUSED,
-            );
         }
         let (reset, before, after) = match setting {
             AsOfSetting::Set(value) => (
@@ -786,6 +809,17 @@ impl HistoryHook {
             return None;
         }
         text.extend_from_slice(&sql[cursor..]);
+        // The other statements' AS OF clauses (the check's text is a
+        // dollar-quoted block, never rewritten).
+        let text = match self.time_travel(&text) {
+            Ok(rewritten) => rewritten.unwrap_or(text),
+            Err(e) => {
+                return Some(ours_verdict(
+                    query_message(&branch_commands::raise_sql(&e)),
+                    rewrite::TIME_TRAVEL,
+                ))
+            }
+        };
         let mut verdict = self.on_query_text(&text);
         if verdict.alone {
             return Some(verdict);
@@ -1019,6 +1053,7 @@ impl HistoryHook {
             message
         };
         self.switch_statements.remove(name);
+        self.as_of_statements.remove(name);
         let command = branch_commands::parse(sql);
         if let Some(Ok(branch_commands::Command::Switch(to))) = command {
             // The statement itself (a placeholder setting) is prepared as
@@ -1050,7 +1085,7 @@ impl HistoryHook {
             return ours_verdict(parse_message(rewritten.as_bytes()), rewrite::COMMAND);
         }
         if let Some(setting) = crate::timetravel::commands::parse_as_of_setting(sql) {
-            return self.on_as_of_parse(setting, parse_message);
+            return self.on_as_of_parse(name, setting, parse_message);
         }
         if let Some(e) = self.as_of_refusal(sql) {
             return ours_verdict(
@@ -1149,6 +1184,14 @@ impl HistoryHook {
             } else {
                 self.reset_portals.remove(portal);
             }
+            match self.as_of_statements.get(statement) {
+                Some(setting) => {
+                    self.as_of_portals.insert(portal.to_vec(), setting.clone());
+                }
+                None => {
+                    self.as_of_portals.remove(portal);
+                }
+            }
         }
         match names {
             Some((portal, statement)) => match self.statements.get(statement) {
@@ -1204,6 +1247,9 @@ impl HistoryHook {
             let mut verdict = self.on_switch_execute(to, first_in_pipeline);
             verdict.rewrites |= rewrite::COMMAND;
             return verdict;
+        }
+        if let Some(setting) = self.as_of_portals.get(portal).cloned() {
+            return self.on_as_of_execute(setting, first_in_pipeline);
         }
         if self.reset_portals.contains(portal) {
             if let Some(restore) = self.restore_path_sql() {

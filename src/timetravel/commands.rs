@@ -359,7 +359,7 @@ mod create_tests {
 
 /// `SET pgbranch.as_of = value` / `TO value`, `RESET pgbranch.as_of`,
 /// `SHOW pgbranch.as_of`.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AsOfSetting {
     /// The value's SQL text (a literal, as SET takes).
     Set(String),

@@ -33,6 +33,13 @@ BEGIN
                 MESSAGE = pg_catalog.format('pgbranch metadata needs an upgrade that remakes the triggers of system-versioned table %s, and role %I does not own it', v.relid::regclass, current_user),
                 HINT = 'Run "pgbranch init --database-url <url>" once as a superuser (or as a role that owns every system-versioned table).';
         END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                       WHERE conrelid = v.relid AND contype = 'p') THEN
+            -- Its key was dropped without pgbranch: it keeps its old
+            -- triggers (which still work) until it gets one again.
+            RAISE WARNING 'system-versioned table % has no primary key: its history triggers were not upgraded', v.relid::regclass;
+            CONTINUE;
+        END IF;
         PERFORM pgbranch.versioning_generate(v.id);
         PERFORM pgbranch.versioning_triggers(v.relid::regclass);
     END LOOP;

@@ -246,18 +246,29 @@ BEGIN
         CREATE OR REPLACE FUNCTION pgbranch_history.%1$I() RETURNS trigger
         LANGUAGE plpgsql SECURITY DEFINER AS $b$
         BEGIN
-            IF TG_RELID OPERATOR(pg_catalog.<>) %2$s::pg_catalog.oid THEN
+            -- Only as the triggers versioning_triggers made: another
+            -- trigger (a role with TRIGGER on the table may add one) must
+            -- not write history with it.
+            IF TG_RELID OPERATOR(pg_catalog.<>) %2$s::pg_catalog.oid
+               OR TG_WHEN OPERATOR(pg_catalog.<>) 'AFTER'
+               OR TG_LEVEL OPERATOR(pg_catalog.<>) 'STATEMENT' THEN
                 RAISE EXCEPTION 'pgbranch history trigger used on the wrong table';
             END IF;
-            IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
+            IF TG_OP OPERATOR(pg_catalog.=) 'INSERT'
+               AND TG_NAME OPERATOR(pg_catalog.=) 'pgbranch_versioning_insert' THEN
                 INSERT INTO %3$s (pgbranch_valid_from, %4$s)
                 SELECT pg_catalog.now(), %5$s FROM pgbranch_new n;
-            ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
+            ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE'
+                  AND TG_NAME OPERATOR(pg_catalog.=) 'pgbranch_versioning_update' THEN
                 INSERT INTO %3$s (pgbranch_valid_from, %4$s)
                 SELECT pg_catalog.now(), %5$s FROM pgbranch_new n;
-            ELSIF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+            ELSIF TG_OP OPERATOR(pg_catalog.=) 'DELETE'
+                  AND TG_NAME OPERATOR(pg_catalog.=) 'pgbranch_versioning_delete' THEN
                 INSERT INTO %3$s (pgbranch_valid_from, pgbranch_deleted, %4$s)
                 SELECT pg_catalog.now(), true, %6$s FROM pgbranch_old o;
+            ELSIF TG_OP OPERATOR(pg_catalog.<>) 'TRUNCATE'
+                  OR TG_NAME OPERATOR(pg_catalog.<>) 'pgbranch_versioning_truncate' THEN
+                RAISE EXCEPTION 'pgbranch history trigger used on the wrong table';
             ELSE
                 INSERT INTO %3$s (pgbranch_valid_from, pgbranch_deleted, %4$s)
                 SELECT pg_catalog.now(), true, %6$s
@@ -278,7 +289,11 @@ BEGIN
         CREATE OR REPLACE FUNCTION pgbranch_history.%1$I() RETURNS trigger
         LANGUAGE plpgsql SECURITY DEFINER AS $b$
         BEGIN
-            IF TG_RELID OPERATOR(pg_catalog.<>) %2$s::pg_catalog.oid THEN
+            IF TG_RELID OPERATOR(pg_catalog.<>) %2$s::pg_catalog.oid
+               OR TG_NAME OPERATOR(pg_catalog.<>) 'pgbranch_versioning_rekey'
+               OR TG_OP OPERATOR(pg_catalog.<>) 'UPDATE'
+               OR TG_WHEN OPERATOR(pg_catalog.<>) 'AFTER'
+               OR TG_LEVEL OPERATOR(pg_catalog.<>) 'ROW' THEN
                 RAISE EXCEPTION 'pgbranch history trigger used on the wrong table';
             END IF;
             INSERT INTO %3$s (pgbranch_valid_from, pgbranch_deleted, %4$s)
@@ -483,30 +498,31 @@ $fn$;
 -- The rekey trigger of versioned table p_table, (re)made for its current
 -- primary key: fires for the rows of an UPDATE whose key changed (their
 -- text forms differ: any key type has one, and two equal values with
--- different text forms only cost an extra tombstone). Its column list
--- makes PostgreSQL refuse a type change of a key column while it exists,
--- so the proxy drops it before ALTER TABLE (versioning_before_alter) and
--- the record after the statement makes it again. Runs as the caller.
+-- different text forms only cost an extra tombstone). No column list: a
+-- BEFORE trigger may change the key of an UPDATE that does not name it;
+-- the WHEN is evaluated as a row is queued, so other rows cost no call.
+-- Its WHEN makes PostgreSQL refuse a type change of a key column while it
+-- exists, so the proxy drops it before ALTER TABLE
+-- (versioning_before_alter) and the record after the statement makes it
+-- again. Runs as the caller.
 CREATE OR REPLACE FUNCTION pgbranch.versioning_rekey_trigger(p_table regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     v_history name;
-    v_cols    text;
     v_old     text;
     v_new     text;
 BEGIN
     SELECT history INTO v_history FROM pgbranch.versioned_tables WHERE relid = p_table;
-    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY k.ord),
-           string_agg(format('OLD.%I::text', a.attname), ', ' ORDER BY k.ord),
+    SELECT string_agg(format('OLD.%I::text', a.attname), ', ' ORDER BY k.ord),
            string_agg(format('NEW.%I::text', a.attname), ', ' ORDER BY k.ord)
-    INTO v_cols, v_old, v_new
+    INTO v_old, v_new
     FROM pg_constraint p
     CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, ord)
     JOIN pg_attribute a ON a.attrelid = p.conrelid AND a.attnum = k.attnum
     WHERE p.conrelid = p_table AND p.contype = 'p';
     EXECUTE format('DROP TRIGGER IF EXISTS pgbranch_versioning_rekey ON %s', p_table);
-    EXECUTE format('CREATE TRIGGER pgbranch_versioning_rekey AFTER UPDATE OF %s ON %s FOR EACH ROW WHEN ((%s) IS DISTINCT FROM (%s)) EXECUTE FUNCTION pgbranch_history.%I()',
-                   v_cols, p_table, v_old, v_new, v_history || '_rekey');
+    EXECUTE format('CREATE TRIGGER pgbranch_versioning_rekey AFTER UPDATE ON %s FOR EACH ROW WHEN ((%s) IS DISTINCT FROM (%s)) EXECUTE FUNCTION pgbranch_history.%I()',
+                   p_table, v_old, v_new, v_history || '_rekey');
 END
 $fn$;
 
@@ -532,6 +548,16 @@ BEGIN
 END
 $fn$;
 
+-- The columns (attnums, in key order) a rekey trigger compares: the
+-- OLD side of its WHEN, ((OLD.a)::text, ...) IS DISTINCT FROM (...).
+CREATE OR REPLACE FUNCTION pgbranch.versioning_rekey_columns(p_trigger oid) RETURNS int2[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT array_agg(d.refobjsubid::int2 ORDER BY d.refobjsubid)
+    FROM pg_depend d
+    WHERE d.classid = 'pg_trigger'::regclass AND d.objid = p_trigger
+      AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
+$fn$;
+
 -- After a recorded schema change, as the caller: versioned tables whose
 -- rekey trigger is missing (dropped before an ALTER TABLE) or made for
 -- another primary key get it again, if the caller may (a table changed
@@ -549,7 +575,8 @@ BEGIN
         JOIN pg_class c ON c.oid = v.relid
         WHERE NOT EXISTS (SELECT 1 FROM pg_trigger t
                           WHERE t.tgrelid = v.relid AND t.tgname = 'pgbranch_versioning_rekey'
-                            AND t.tgattr::text = array_to_string(p.conkey, ' '))
+                            AND pgbranch.versioning_rekey_columns(t.oid)
+                                = (SELECT array_agg(k ORDER BY k) FROM unnest(p.conkey) k))
           AND pg_has_role(c.relowner, 'USAGE')
         ORDER BY v.id
     LOOP
@@ -669,6 +696,7 @@ DECLARE
     v_view    regclass;
     v_ref     regclass;
     v_body    text;
+    v_seg     text;
     v_qn      text;
     v_re      text;
     v_call    text;
@@ -702,27 +730,38 @@ BEGIN
     DELETE FROM pgbranch.versioned_views WHERE NOT relid = ANY (v_views);
 
     FOREACH v_view IN ARRAY v_views LOOP
-        v_body := rtrim(pg_get_viewdef(v_view, false), '; ');
-        FOR v_ref IN
-            SELECT DISTINCT d.refobjid::regclass
-            FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid
-            WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
-              AND w.ev_class = v_view AND d.refobjid <> v_view::oid AND d.refobjid = ANY (v_sources)
+        -- Rewritten outside string literals only (standard_conforming_strings
+        -- is on here, so pg_get_viewdef writes them '...' with '' inside).
+        v_body := '';
+        FOR v_seg IN
+            SELECT m[1] FROM regexp_matches(rtrim(pg_get_viewdef(v_view, false), '; '),
+                                            '(''(?:[^'']|'''')*''|[^'']+)', 'g') AS m
         LOOP
-            v_qn := v_ref::text;
-            v_re := regexp_replace(v_qn, '([.^$*+?()\[\]{}|\\])', '\\\1', 'g');
-            v_call := replace(format('pgbranch_history.as_of(NULL::%s, $2, $3)', v_qn), '\', '\\');
-            -- A reference with an alias (deparsed identifiers are lower case
-            -- or quoted, keywords upper case), then one without (the table's
-            -- name becomes the alias its columns are qualified with). Not
-            -- after "::" or a name character, not before "(" (a function).
-            v_body := regexp_replace(v_body,
-                '(?<![[:alnum:]_."$:])(?:ONLY\s+)?' || v_re || '(\s+)([a-z_][a-z0-9_$]*|"(?:[^"]|"")+")',
-                v_call || '\1\2', 'g');
-            v_body := regexp_replace(v_body,
-                '(?<![[:alnum:]_."$:])(?:ONLY\s+)?' || v_re || '(?![[:alnum:]_."$(])',
-                v_call || ' ' || replace(quote_ident((SELECT relname FROM pg_class WHERE oid = v_ref)), '\', '\\'),
-                'g');
+            IF left(v_seg, 1) <> '''' THEN
+                FOR v_ref IN
+                    SELECT DISTINCT d.refobjid::regclass
+                    FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid
+                    WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+                      AND w.ev_class = v_view AND d.refobjid <> v_view::oid AND d.refobjid = ANY (v_sources)
+                LOOP
+                    v_qn := v_ref::text;
+                    v_re := regexp_replace(v_qn, '([.^$*+?()\[\]{}|\\])', '\\\1', 'g');
+                    v_call := replace(format('pgbranch_history.as_of(NULL::%s, $2, $3)', v_qn), '\', '\\');
+                    -- A reference with an alias (deparsed identifiers are
+                    -- lower case or quoted, keywords upper case), then one
+                    -- without (the table's name becomes the alias its columns
+                    -- are qualified with). Not after "::" or a name
+                    -- character, not before "(" (a function).
+                    v_seg := regexp_replace(v_seg,
+                        '(?<![[:alnum:]_."$:])(?:ONLY\s+)?' || v_re || '(\s+)([a-z_][a-z0-9_$]*|"(?:[^"]|"")+")',
+                        v_call || '\1\2', 'g');
+                    v_seg := regexp_replace(v_seg,
+                        '(?<![[:alnum:]_."$:])(?:ONLY\s+)?' || v_re || '(?![[:alnum:]_."$(])',
+                        v_call || ' ' || replace(quote_ident((SELECT relname FROM pg_class WHERE oid = v_ref)), '\', '\\'),
+                        'g');
+                END LOOP;
+            END IF;
+            v_body := v_body || v_seg;
         END LOOP;
         IF EXISTS (SELECT 1 FROM pgbranch.versioned_views WHERE relid = v_view AND body = v_body)
            AND to_regprocedure(format('pgbranch_history.as_of(%s, timestamptz, boolean)', v_view)) IS NOT NULL THEN
@@ -998,5 +1037,25 @@ GRANT EXECUTE ON FUNCTION pgbranch.record_ddl(text, text, text, text, text, text
     pgbranch.enable_versioning_matching(regclass, text[]),
     pgbranch.versioning_rekey_trigger(regclass), pgbranch.versioning_triggers(regclass),
     pgbranch.versioning_check_triggers(), pgbranch.versioning_before_alter(text, regclass),
-    pgbranch.versioning_lend(regclass[]), pgbranch.versioning_unlend(regclass[])
+    pgbranch.versioning_lend(regclass[]), pgbranch.versioning_unlend(regclass[]),
+    pgbranch.versioning_rekey_columns(oid)
     TO PUBLIC;
+
+-- Functions this run created (a superuser upgrading, say) belong to the
+-- owner of schema pgbranch like the rest: the SECURITY DEFINER ones call
+-- each other, and a REVOKEd one owned by someone else could not be called.
+DO $owner$
+DECLARE
+    v_owner oid := (SELECT nspowner FROM pg_catalog.pg_namespace WHERE nspname = 'pgbranch');
+    v_fn    regprocedure;
+BEGIN
+    FOR v_fn IN
+        SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace IN ('pgbranch'::regnamespace, 'pgbranch_history'::regnamespace)
+          AND p.proowner OPERATOR(pg_catalog.<>) v_owner
+          AND p.proowner OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) current_user)
+    LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO %I', v_fn, pg_catalog.pg_get_userbyid(v_owner));
+    END LOOP;
+END
+$owner$;
