@@ -1016,9 +1016,15 @@ async fn key_changes_bulk_updates_and_key_type_changes_keep_history_right() {
     )
     .await
     .unwrap();
+    // The rekey trigger, limited to UPDATEs that name the key, then looks
+    // at every UPDATE (and again not, once the trigger is gone).
+    let rekey_columns = "SELECT tgattr::text FROM pg_trigger
+                         WHERE tgrelid = 'k'::regclass AND tgname = 'pgbranch_versioning_rekey'";
+    assert_eq!(scalar::<String>(&c, rekey_columns).await, "");
     c.batch_execute("UPDATE k SET v = 77 WHERE id = 50; DROP TRIGGER renumber ON k")
         .await
         .unwrap();
+    assert_eq!(scalar::<String>(&c, rekey_columns).await, "1");
     let t1b = snapshot_time(&c).await;
     let at_t1b = pairs(&c, read).await;
     assert!(at_t1b.contains(&(700050, 77)) && !at_t1b.iter().any(|r| r.0 == 50));
@@ -1174,7 +1180,7 @@ async fn migration_4_remakes_the_triggers_of_tables_versioned_before_it() {
                  pgbranch.versioning_unlend(regclass[]), pgbranch.versioning_rekey_trigger(regclass),
                  pgbranch.versioning_triggers(regclass), pgbranch.versioning_check_triggers(),
                  pgbranch.versioning_before_alter(text, regclass),
-                 pgbranch.versioning_rekey_columns(oid);
+                 pgbranch.versioning_rekey_columns(oid), pgbranch.versioning_rekey_all_rows(oid);
              DROP TABLE pgbranch.versioned_views;
              DELETE FROM pgbranch.migrations WHERE version = 4",
         )

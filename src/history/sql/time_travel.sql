@@ -498,10 +498,14 @@ $fn$;
 -- The rekey trigger of versioned table p_table, (re)made for its current
 -- primary key: fires for the rows of an UPDATE whose key changed (their
 -- text forms differ: any key type has one, and two equal values with
--- different text forms only cost an extra tombstone). No column list: a
--- BEFORE trigger may change the key of an UPDATE that does not name it;
--- the WHEN is evaluated as a row is queued, so other rows cost no call.
--- Its WHEN makes PostgreSQL refuse a type change of a key column while it
+-- different text forms only cost an extra tombstone). Limited to UPDATEs
+-- that name a key column (UPDATE OF): PostgreSQL then skips it for the
+-- others before looking at the WHEN, which would otherwise be prepared for
+-- every UPDATE statement and evaluated for every row. A BEFORE UPDATE row
+-- trigger of the table's own may change the key of an UPDATE that does not
+-- name it: while the table has one, the rekey trigger has no column list
+-- (versioning_check_triggers follows CREATE and DROP TRIGGER). Its
+-- columns make PostgreSQL refuse a type change of a key column while it
 -- exists, so the proxy drops it before ALTER TABLE
 -- (versioning_before_alter) and the record after the statement makes it
 -- again. Runs as the caller.
@@ -509,19 +513,22 @@ CREATE OR REPLACE FUNCTION pgbranch.versioning_rekey_trigger(p_table regclass) R
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     v_history name;
+    v_cols    text;
     v_old     text;
     v_new     text;
 BEGIN
     SELECT history INTO v_history FROM pgbranch.versioned_tables WHERE relid = p_table;
-    SELECT string_agg(format('OLD.%I::text', a.attname), ', ' ORDER BY k.ord),
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY k.ord),
+           string_agg(format('OLD.%I::text', a.attname), ', ' ORDER BY k.ord),
            string_agg(format('NEW.%I::text', a.attname), ', ' ORDER BY k.ord)
-    INTO v_old, v_new
+    INTO v_cols, v_old, v_new
     FROM pg_constraint p
     CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, ord)
     JOIN pg_attribute a ON a.attrelid = p.conrelid AND a.attnum = k.attnum
     WHERE p.conrelid = p_table AND p.contype = 'p';
     EXECUTE format('DROP TRIGGER IF EXISTS pgbranch_versioning_rekey ON %s', p_table);
-    EXECUTE format('CREATE TRIGGER pgbranch_versioning_rekey AFTER UPDATE ON %s FOR EACH ROW WHEN ((%s) IS DISTINCT FROM (%s)) EXECUTE FUNCTION pgbranch_history.%I()',
+    EXECUTE format('CREATE TRIGGER pgbranch_versioning_rekey AFTER UPDATE %s ON %s FOR EACH ROW WHEN ((%s) IS DISTINCT FROM (%s)) EXECUTE FUNCTION pgbranch_history.%I()',
+                   CASE WHEN pgbranch.versioning_rekey_all_rows(p_table) THEN '' ELSE 'OF ' || v_cols END,
                    p_table, v_old, v_new, v_history || '_rekey');
 END
 $fn$;
@@ -548,11 +555,22 @@ BEGIN
 END
 $fn$;
 
--- The columns (attnums, in key order) a rekey trigger compares: the
--- OLD side of its WHEN, ((OLD.a)::text, ...) IS DISTINCT FROM (...).
+-- Whether table p_table has BEFORE UPDATE row triggers of its own (which
+-- may change a key the UPDATE does not name).
+CREATE OR REPLACE FUNCTION pgbranch.versioning_rekey_all_rows(p_table oid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT EXISTS (SELECT 1 FROM pg_trigger t
+                   WHERE t.tgrelid = p_table AND NOT t.tgisinternal
+                     AND t.tgname NOT LIKE 'pgbranch\_versioning\_%'
+                     -- ROW (1), BEFORE (2), UPDATE (16)
+                     AND t.tgtype & 19 = 19)
+$fn$;
+
+-- The columns (attnums, sorted) a rekey trigger depends on: those of its
+-- WHEN, ((OLD.a)::text, ...) IS DISTINCT FROM (...), and of its UPDATE OF.
 CREATE OR REPLACE FUNCTION pgbranch.versioning_rekey_columns(p_trigger oid) RETURNS int2[]
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT array_agg(d.refobjsubid::int2 ORDER BY d.refobjsubid)
+    SELECT array_agg(DISTINCT d.refobjsubid::int2 ORDER BY d.refobjsubid::int2)
     FROM pg_depend d
     WHERE d.classid = 'pg_trigger'::regclass AND d.objid = p_trigger
       AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
@@ -576,7 +594,8 @@ BEGIN
         WHERE NOT EXISTS (SELECT 1 FROM pg_trigger t
                           WHERE t.tgrelid = v.relid AND t.tgname = 'pgbranch_versioning_rekey'
                             AND pgbranch.versioning_rekey_columns(t.oid)
-                                = (SELECT array_agg(k ORDER BY k) FROM unnest(p.conkey) k))
+                                = (SELECT array_agg(k ORDER BY k) FROM unnest(p.conkey) k)
+                            AND (t.tgattr::text = '') = pgbranch.versioning_rekey_all_rows(v.relid))
           AND pg_has_role(c.relowner, 'USAGE')
         ORDER BY v.id
     LOOP
@@ -1038,7 +1057,7 @@ GRANT EXECUTE ON FUNCTION pgbranch.record_ddl(text, text, text, text, text, text
     pgbranch.versioning_rekey_trigger(regclass), pgbranch.versioning_triggers(regclass),
     pgbranch.versioning_check_triggers(), pgbranch.versioning_before_alter(text, regclass),
     pgbranch.versioning_lend(regclass[]), pgbranch.versioning_unlend(regclass[]),
-    pgbranch.versioning_rekey_columns(oid)
+    pgbranch.versioning_rekey_columns(oid), pgbranch.versioning_rekey_all_rows(oid)
     TO PUBLIC;
 
 -- Functions this run created (a superuser upgrading, say) belong to the
