@@ -1445,6 +1445,18 @@ async fn versioning_commands_work_inside_a_multi_statement_query() {
     )
     .await;
     assert_eq!(recorded, 4);
+    // An error before the replaced statement points into the client's text.
+    let e = c
+        .batch_execute("SELECT nosuchcol FROM b; ALTER TABLE b DROP SYSTEM VERSIONING")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42703", "{e}");
+    let position = e.as_db_error().and_then(|d| d.position()).cloned();
+    assert_eq!(
+        position,
+        Some(tokio_postgres::error::ErrorPosition::Original(8)),
+        "{e:?}"
+    );
     c.batch_execute("ALTER TABLE b DROP SYSTEM VERSIONING; INSERT INTO b VALUES (2)")
         .await
         .unwrap();

@@ -832,11 +832,17 @@ impl HistoryHook {
             None => text,
         };
         // The check and the versioning of created tables are the proxy's.
-        verdict.swallow_statements.insert(0);
-        for (i, r) in self.split(&body).into_iter().enumerate() {
-            if unseen.iter().any(|u| body[r.clone()] == *u.as_bytes()) {
-                verdict.swallow_statements.insert(i);
-            }
+        let statements = self.split(&body);
+        let ours: Vec<usize> = std::iter::once(0)
+            .chain(statements.iter().enumerate().filter_map(|(i, r)| {
+                unseen
+                    .iter()
+                    .any(|u| body[r.clone()] == *u.as_bytes())
+                    .then_some(i)
+            }))
+            .collect();
+        for &i in &ours {
+            verdict.swallow_statements.insert(i);
         }
         // Positions: the check was inserted before the client's text.
         let charset = self.charset.unwrap_or(Charset::Guess);
@@ -846,13 +852,15 @@ impl HistoryHook {
             *at = at.saturating_sub(check);
         }
         map.inserted.insert(0, (0, check));
-        if map.statement_shift.is_empty() {
-            map.statement_shift = vec![Some(0); self.split(&body).len()];
+        if map.statement_shift.len() != statements.len() {
+            map.statement_shift = vec![Some(0); statements.len()];
         }
         for shift in map.statement_shift.iter_mut().flatten() {
             *shift = shift.saturating_add(check);
         }
-        map.statement_shift[0] = None;
+        for i in ours {
+            map.statement_shift[i] = None;
+        }
         verdict.positions = Some(Arc::new(map));
         let mut message = Vec::with_capacity(body.len() + HEADER_LEN + 1);
         body.push(0);
