@@ -1180,7 +1180,8 @@ async fn migration_4_remakes_the_triggers_of_tables_versioned_before_it() {
                  pgbranch.versioning_unlend(regclass[]), pgbranch.versioning_rekey_trigger(regclass),
                  pgbranch.versioning_triggers(regclass), pgbranch.versioning_check_triggers(),
                  pgbranch.versioning_before_alter(text, regclass),
-                 pgbranch.versioning_rekey_columns(oid), pgbranch.versioning_rekey_all_rows(oid);
+                 pgbranch.versioning_rekey_columns(oid), pgbranch.versioning_rekey_all_rows(oid),
+                 pgbranch.versioning_step_aside(), pgbranch.versioning_before_merged_drop(text, text);
              DROP TABLE pgbranch.versioned_views;
              DELETE FROM pgbranch.migrations WHERE version = 4",
         )
@@ -1477,5 +1478,60 @@ async fn versioning_commands_work_inside_a_multi_statement_query() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "0A000", "{e}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn merging_a_branch_changes_and_drops_versioned_objects_on_main() {
+    let (db, proxy, c) = versioned_db(
+        test_config(),
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a');
+         CREATE TABLE gone (id int PRIMARY KEY); CREATE VIEW tv AS SELECT id, v FROM t",
+        &["t", "gone"],
+    )
+    .await;
+    c.batch_execute("CREATE BRANCH feature FROM main")
+        .await
+        .unwrap();
+    let b = connect(&on_branch(&proxy, &db, "feature")).await;
+    // On the branch: a dropped view over a versioned table, a key type
+    // change, a dropped versioned table.
+    b.batch_execute("DROP VIEW tv").await.unwrap();
+    b.batch_execute("ALTER TABLE t ALTER COLUMN id TYPE bigint")
+        .await
+        .unwrap();
+    b.batch_execute("DROP TABLE gone").await.unwrap();
+    drop(b);
+    c.batch_execute("MERGE BRANCH feature").await.unwrap();
+    let ty: String = scalar(
+        &c,
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+         WHERE attrelid = 't'::regclass AND attname = 'id'",
+    )
+    .await;
+    assert_eq!(ty, "bigint");
+    let left: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM pg_class WHERE relname IN ('tv', 'gone') AND relkind IN ('v', 'r')",
+    )
+    .await;
+    assert_eq!(left, 0);
+    // History still answers, and key changes still end old keys.
+    c.batch_execute("UPDATE t SET id = 5000000000 WHERE id = 1")
+        .await
+        .unwrap();
+    let now = snapshot_time(&c).await;
+    let seen: Vec<String> = column(
+        &c,
+        &format!("SELECT id || ':' || v FROM t AS OF TIMESTAMP '{now}'"),
+    )
+    .await;
+    assert_eq!(seen, ["5000000000:a"]);
+    let dropped: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM pgbranch.versioned_tables WHERE dropped_at IS NOT NULL",
+    )
+    .await;
+    assert_eq!(dropped, 1);
     proxy.stop().await;
 }

@@ -15,9 +15,10 @@
 /// Migrations 2 and 3 run objects.sql again: 2 gave `schema_objects`
 /// schema filters, 3 leaves out the system-versioning triggers
 /// (objects.sql is written to be re-run). create_branch.sql is re-run the
-/// same way: 3 teaches CREATE BRANCH to read history (AS OF). So is
-/// time_travel.sql: 4 brings its functions up to date and remakes the
-/// versioned tables' triggers.
+/// same way: 3 teaches CREATE BRANCH to read history (AS OF). So are
+/// time_travel.sql (4 brings its functions up to date and remakes the
+/// versioned tables' triggers) and merge_branch.sql (4 adds the steps
+/// before DROP and ALTER TABLE of versioned tables).
 const MIGRATIONS: &[&[&str]] = &[
     &[
         include_str!("sql/objects.sql"),
@@ -26,6 +27,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[
         include_str!("sql/objects.sql"),
         include_str!("sql/create_branch.sql"),
+        include_str!("sql/merge_branch.sql"),
         include_str!("sql/0002_branches.sql"),
     ],
     &[
@@ -37,6 +39,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[
         include_str!("sql/time_travel.sql"),
         include_str!("sql/0004_versioning_writes.sql"),
+        include_str!("sql/merge_branch.sql"),
     ],
 ];
 

@@ -970,14 +970,35 @@ REVOKE ALL ON FUNCTION pgbranch.prune_history(bigint, text[], bigint[], integer)
 -- tables that remain.
 CREATE OR REPLACE FUNCTION pgbranch.versioning_before_drop(p_branch text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    PERFORM pgbranch.require_token(p_branch, 'ddl');
+    IF p_branch = 'main' THEN
+        PERFORM pgbranch.versioning_step_aside();
+    END IF;
+END
+$fn$;
+
+-- The same before a DROP that a merge of branch p_branch into p_target
+-- replays (merge_branch.sql).
+CREATE OR REPLACE FUNCTION pgbranch.versioning_before_merged_drop(p_target text, p_branch text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    PERFORM pgbranch.require_token(p_target, 'merge', p_branch);
+    IF p_target = 'main' THEN
+        PERFORM pgbranch.versioning_step_aside();
+    END IF;
+END
+$fn$;
+
+-- The AS OF functions of versioned tables and of views over them drop out
+-- (the record after the statement remakes those still needed).
+CREATE OR REPLACE FUNCTION pgbranch.versioning_step_aside() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     v      pgbranch.versioned_tables;
     v_view regclass;
 BEGIN
-    PERFORM pgbranch.require_token(p_branch, 'ddl');
-    IF p_branch <> 'main' THEN
-        RETURN;
-    END IF;
     FOR v IN SELECT * FROM pgbranch.versioned_tables WHERE relid IS NOT NULL LOOP
         EXECUTE format('DROP FUNCTION IF EXISTS pgbranch_history.as_of(%s, timestamptz, boolean)',
                        v.relid::regclass);
@@ -1044,6 +1065,7 @@ $fn$;
 
 REVOKE ALL ON FUNCTION pgbranch.versioning_generate(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgbranch.versioning_views() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgbranch.versioning_step_aside() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgbranch.record_ddl(text, text, text, text, text, text, text, bigint),
     pgbranch.record_merged(text, text, bigint, text, text, text, text, text, text),
     pgbranch.versioning_signature(oid), pgbranch.check_as_of(bigint, timestamptz),
@@ -1057,7 +1079,8 @@ GRANT EXECUTE ON FUNCTION pgbranch.record_ddl(text, text, text, text, text, text
     pgbranch.versioning_rekey_trigger(regclass), pgbranch.versioning_triggers(regclass),
     pgbranch.versioning_check_triggers(), pgbranch.versioning_before_alter(text, regclass),
     pgbranch.versioning_lend(regclass[]), pgbranch.versioning_unlend(regclass[]),
-    pgbranch.versioning_rekey_columns(oid), pgbranch.versioning_rekey_all_rows(oid)
+    pgbranch.versioning_rekey_columns(oid), pgbranch.versioning_rekey_all_rows(oid),
+    pgbranch.versioning_before_merged_drop(text, text)
     TO PUBLIC;
 
 -- Functions this run created (a superuser upgrading, say) belong to the
