@@ -211,9 +211,7 @@ pub fn rewrite_schemas(
         map,
         scs: standard_conforming_strings,
         src: sql,
-        out: Vec::new(),
-        edits: Vec::new(),
-        copied: 0,
+        splice: Splice::new(sql),
     };
     // Statements are cut at `;` outside parentheses. Unlike the server,
     // this also cuts inside `BEGIN ATOMIC` bodies, which only makes each
@@ -302,9 +300,9 @@ struct Literal<'a> {
     plain: bool,
 }
 
-struct Rewriter<'m, 's> {
-    map: &'m SchemaMap,
-    scs: bool,
+/// A text being rewritten by replacing ranges of it, in order: the output
+/// so far and the edits made (shared by the rewriters of `sql`).
+pub(crate) struct Splice<'s> {
     src: &'s [u8],
     out: Vec<u8>,
     edits: Vec<(usize, usize, usize)>,
@@ -312,8 +310,39 @@ struct Rewriter<'m, 's> {
     copied: usize,
 }
 
-impl<'m, 's> Rewriter<'m, 's> {
-    fn finish(mut self) -> Option<Rewritten> {
+impl<'s> Splice<'s> {
+    pub(crate) fn new(src: &'s [u8]) -> Self {
+        Splice {
+            src,
+            out: Vec::new(),
+            edits: Vec::new(),
+            copied: 0,
+        }
+    }
+
+    /// Bytes of the original text already copied or replaced.
+    pub(crate) fn copied(&self) -> usize {
+        self.copied
+    }
+
+    /// Replaces `range` of the original text with what `write` writes.
+    /// Ranges come in order and never overlap.
+    pub(crate) fn replace_with(&mut self, range: Range<usize>, write: impl FnOnce(&mut Vec<u8>)) {
+        debug_assert!(self.copied <= range.start && range.end <= self.src.len());
+        if self.edits.is_empty() {
+            self.out.reserve(self.src.len() + 128);
+        }
+        self.out
+            .extend_from_slice(&self.src[self.copied..range.start]);
+        let before = self.out.len();
+        write(&mut self.out);
+        self.edits
+            .push((range.start, range.len(), self.out.len() - before));
+        self.copied = range.end;
+    }
+
+    /// The rewritten text; `None` when nothing was replaced.
+    pub(crate) fn finish(mut self) -> Option<Rewritten> {
         if self.edits.is_empty() {
             return None;
         }
@@ -323,21 +352,24 @@ impl<'m, 's> Rewriter<'m, 's> {
             edits: self.edits,
         })
     }
+}
+
+struct Rewriter<'m, 's> {
+    map: &'m SchemaMap,
+    scs: bool,
+    src: &'s [u8],
+    splice: Splice<'s>,
+}
+
+impl<'m, 's> Rewriter<'m, 's> {
+    fn finish(self) -> Option<Rewritten> {
+        self.splice.finish()
+    }
 
     /// Replaces `range` of the original text with what `write` writes.
     /// Ranges come in order and never overlap.
     fn replace(&mut self, range: Range<usize>, write: impl FnOnce(&mut Vec<u8>)) {
-        debug_assert!(self.copied <= range.start && range.end <= self.src.len());
-        if self.edits.is_empty() {
-            self.out.reserve(self.src.len() + 32);
-        }
-        self.out
-            .extend_from_slice(&self.src[self.copied..range.start]);
-        let before = self.out.len();
-        write(&mut self.out);
-        self.edits
-            .push((range.start, range.len(), self.out.len() - before));
-        self.copied = range.end;
+        self.splice.replace_with(range, write);
     }
 
     /// One statement of the outer text; `body` is scratch space for the

@@ -106,6 +106,7 @@ use std::ops::Range;
 
 use super::lexer::{Lexer, Token, TokenKind};
 pub use super::rewrite::Rewritten;
+use super::rewrite::Splice;
 
 /// How deep clauses may nest inside each other's expressions.
 const MAX_NESTING: usize = 32;
@@ -418,9 +419,7 @@ fn run(
         toks: &toks,
         at,
         ctes: Vec::new(),
-        out: Vec::new(),
-        edits: Vec::new(),
-        copied: 0,
+        splice: Splice::new(sql),
     };
     let mut start = 0;
     let mut depth = 0u32;
@@ -507,38 +506,23 @@ struct Rewriter<'a> {
     at: Option<&'a str>,
     /// Normalised names of the current statement's CTEs (sessions only).
     ctes: Vec<Vec<u8>>,
-    out: Vec<u8>,
-    edits: Vec<(usize, usize, usize)>,
-    /// Bytes of `src` already copied to `out`.
-    copied: usize,
+    splice: Splice<'a>,
 }
 
 impl<'a> Rewriter<'a> {
-    fn finish(mut self) -> Option<Rewritten> {
-        if self.edits.is_empty() {
-            return None;
-        }
-        self.out.extend_from_slice(&self.src[self.copied..]);
-        Some(Rewritten {
-            sql: self.out,
-            edits: self.edits,
-        })
+    fn finish(self) -> Option<Rewritten> {
+        self.splice.finish()
     }
 
     /// Replaces `range` of the original text with `text`. Ranges come in
     /// order and never overlap.
     fn replace(&mut self, range: Range<usize>, text: &[u8]) {
-        debug_assert!(self.copied <= range.start && range.start <= range.end);
-        let range = range.start.max(self.copied)..range.end.min(self.src.len());
+        let copied = self.splice.copied();
+        debug_assert!(copied <= range.start && range.start <= range.end);
+        let range = range.start.max(copied)..range.end.min(self.src.len());
         let range = range.start..range.end.max(range.start);
-        if self.edits.is_empty() {
-            self.out.reserve(self.src.len() + 128);
-        }
-        self.out
-            .extend_from_slice(&self.src[self.copied..range.start]);
-        self.out.extend_from_slice(text);
-        self.edits.push((range.start, range.len(), text.len()));
-        self.copied = range.end;
+        self.splice
+            .replace_with(range, |out| out.extend_from_slice(text));
     }
 
     /// Byte offset of token `i`, or the end of the input.
