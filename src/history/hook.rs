@@ -721,12 +721,8 @@ impl HistoryHook {
         if verdict.alone {
             return Some(verdict);
         }
-        let mut body = match &verdict.replace {
-            Some(m) if m.first() == Some(&ft::QUERY) && m.len() > HEADER_LEN => {
-                m[HEADER_LEN..m.len() - 1].to_vec()
-            }
-            Some(_) => return Some(verdict),
-            None => text,
+        let Some(mut body) = sent_query_text(&verdict, text) else {
+            return Some(verdict);
         };
         let index = self.split(&body).len();
         body.extend_from_slice(b"\n;");
@@ -750,8 +746,10 @@ impl HistoryHook {
     /// positions in statements after a replaced one are approximate.
     fn versioning_in_batch(&mut self, sql: &[u8]) -> Option<ClientVerdict> {
         use crate::sql::contains_ignore_ascii_case as has;
-        // Cheap exits first: ordinary traffic has none of the words (a
-        // column called created_at counts only with patterns configured).
+        // Cheap exits first: a Query of one statement (most, with or
+        // without a final `;`) is not scanned; ordinary traffic has none
+        // of the words (a column called created_at counts only with
+        // patterns configured).
         let patterns = || {
             !self
                 .tunables
@@ -760,7 +758,7 @@ impl HistoryHook {
                 .unwrap_or_else(|e| e.into_inner())
                 .is_empty()
         };
-        if !sql.contains(&b';')
+        if !several_statements(sql)
             || !(has(sql, b"system") || has(sql, b"restore") || (has(sql, b"create") && patterns()))
         {
             return None;
@@ -824,12 +822,8 @@ impl HistoryHook {
         if verdict.alone {
             return Some(verdict);
         }
-        let mut body = match &verdict.replace {
-            Some(m) if m.first() == Some(&ft::QUERY) && m.len() > HEADER_LEN => {
-                m[HEADER_LEN..m.len() - 1].to_vec()
-            }
-            Some(_) => return Some(verdict),
-            None => text,
+        let Some(mut body) = sent_query_text(&verdict, text) else {
+            return Some(verdict);
         };
         // The check and the versioning of created tables are the proxy's.
         let statements = self.split(&body);
@@ -1641,6 +1635,30 @@ fn ours_verdict(message: Vec<u8>, kinds: u8) -> ClientVerdict {
     }
 }
 
+/// The text of the Query a verdict of `on_query_text` sends: its
+/// replacement's, or `text` when it forwards the Query; `None` when it
+/// sends something else (a refusal).
+fn sent_query_text(verdict: &ClientVerdict, text: Vec<u8>) -> Option<Vec<u8>> {
+    match &verdict.replace {
+        Some(m) if m.first() == Some(&ft::QUERY) && m.len() > HEADER_LEN => {
+            Some(m[HEADER_LEN..m.len() - 1].to_vec())
+        }
+        Some(_) => None,
+        None => Some(text),
+    }
+}
+
+/// Whether `sql` may hold several statements: a `;` with more than
+/// whitespace and `;` after it (strings and comments are not told apart:
+/// a cheap filter).
+fn several_statements(sql: &[u8]) -> bool {
+    sql.iter().position(|&b| b == b';').is_some_and(|i| {
+        sql[i..]
+            .iter()
+            .any(|b| !b.is_ascii_whitespace() && *b != b';')
+    })
+}
+
 /// The position map of a text that is all the proxy's (a history command
 /// rewritten into a SELECT): positions point at the start of the client's.
 fn all_ours() -> PositionMap {
@@ -1794,5 +1812,23 @@ pub struct HistoryHooks {
 impl HookFactory for HistoryHooks {
     fn create(&self, info: &SessionInfo) -> Box<dyn SessionHook> {
         Box::new(HistoryHook::new(info, self.tunables.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::several_statements;
+
+    #[test]
+    fn one_statement_with_or_without_its_semicolon_is_not_several() {
+        assert!(!several_statements(b"SELECT 1"));
+        assert!(!several_statements(b"SELECT 1;"));
+        assert!(!several_statements(b"SELECT 1 ; ;\n "));
+        assert!(several_statements(b"SELECT 1; SELECT 2"));
+        assert!(several_statements(
+            b"ALTER TABLE t ADD SYSTEM VERSIONING;INSERT INTO t VALUES (1)"
+        ));
+        // A cheap filter: a ';' inside a string counts.
+        assert!(several_statements(b"SELECT ';x'"));
     }
 }
