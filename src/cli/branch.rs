@@ -8,8 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use super::history::{connect, DbUrl};
-use crate::history::migrate::migrate_sql;
+use super::history::{connect, connect_migrated, DbUrl};
 use crate::history::report::{self, Definition};
 
 #[derive(Subcommand, Debug)]
@@ -68,11 +67,7 @@ pub async fn branch(command: BranchCommand) -> Result<ExitCode> {
             from,
             with_data,
         } => {
-            let client = connect(&db.database_url).await?;
-            client
-                .batch_execute(migrate_sql())
-                .await
-                .context("checking the pgbranch schema")?;
+            let client = connect_migrated(&db.database_url, "checking the pgbranch schema").await?;
             let statement = format!(
                 "pgbranch branch create {name} --from {from}{}",
                 if with_data { " --with-data" } else { "" }

@@ -111,6 +111,17 @@ pub(super) async fn connect(url: &str) -> Result<tokio_postgres::Client> {
     Ok(client)
 }
 
+/// [`connect`], then the pgbranch schema created or brought up to date
+/// (`what` says why, in the error).
+pub(super) async fn connect_migrated(
+    url: &str,
+    what: &'static str,
+) -> Result<tokio_postgres::Client> {
+    let client = connect(url).await?;
+    client.batch_execute(migrate_sql()).await.context(what)?;
+    Ok(client)
+}
+
 /// Fails with a hint when the database has no pgbranch history.
 async fn require_history(client: &tokio_postgres::Client) -> Result<()> {
     let row = client
@@ -126,11 +137,7 @@ async fn require_history(client: &tokio_postgres::Client) -> Result<()> {
 }
 
 pub async fn init(args: DbArgs) -> Result<ExitCode> {
-    let client = connect(&args.database_url).await?;
-    client
-        .batch_execute(migrate_sql())
-        .await
-        .context("creating the pgbranch schema")?;
+    let client = connect_migrated(&args.database_url, "creating the pgbranch schema").await?;
     let row = client
         .query_one(
             "SELECT current_database()::text, max(version) FROM pgbranch.migrations",

@@ -11,9 +11,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use super::history::{connect, DbUrl};
+use super::history::{connect, connect_migrated, DbUrl};
 use crate::config::{Config, Overrides};
-use crate::history::migrate::migrate_sql;
 
 #[derive(Subcommand, Debug)]
 pub enum VersioningCommand {
@@ -56,11 +55,7 @@ pub async fn versioning(command: VersioningCommand) -> Result<ExitCode> {
                     "no patterns: give --pattern schema.table (e.g. public.*) or a --config with time_travel.versioned_tables"
                 );
             }
-            let client = connect(&db.database_url).await?;
-            client
-                .batch_execute(migrate_sql())
-                .await
-                .context("checking the pgbranch schema")?;
+            let client = connect_migrated(&db.database_url, "checking the pgbranch schema").await?;
             let rows = client
                 .query(
                     "SELECT c.oid::regclass::text, pgbranch.enable_versioning_matching(c.oid::regclass, $1)
