@@ -95,9 +95,10 @@ ensure_pgbouncer() {
 
 start_forwarder() {
     FORWARDER_PORT=$(free_port)
-    "$FORWARDER_BIN" "127.0.0.1:$FORWARDER_PORT" "127.0.0.1:$PG_PORT" >"$TMP/forwarder.log" 2>&1 &
+    as_daemon "$FORWARDER_BIN" "127.0.0.1:$FORWARDER_PORT" "127.0.0.1:$PG_PORT" >"$TMP/forwarder.log" 2>&1 &
     FORWARDER_PID=$!
     wait_ready "$FORWARDER_PORT" forwarder "$TMP/forwarder.log"
+    check_own_session "$FORWARDER_PID" forwarder
 }
 
 start_pgbouncer() {
@@ -289,6 +290,7 @@ print_header() {
     echo "            PGSSLMODE=disable; all on 127.0.0.1 TCP; ${WARMUP}s unrecorded direct warm-up"
     echo "targets:    direct = PostgreSQL; forwarder = target/release/pgbranch-bench-forwarder (tokio copy_bidirectional);"
     echo "            pgbouncer = pool_mode=session auth_type=trust; pgbranch = pgbranch serve --upstream (PGBRANCH_LOG=warn)"
+    echo "            every proxy in a session of its own (setsid; PgBouncer -d), sched_autogroup_enabled=$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo -)"
     local extra
     extra=$(env | grep '^PGBRANCH_' | tr '\n' ' ' || true)
     [[ -z $extra ]] || echo "pgbranch env: $extra"

@@ -1171,39 +1171,32 @@ impl HistoryHook {
     }
 
     fn on_bind(&mut self, body: &[u8]) {
+        // Every Bind passes here: a map that is empty (as they mostly are)
+        // is not hashed into.
         let names = take_cstr(body).and_then(|(portal, rest)| Some((portal, take_cstr(rest)?.0)));
         if let Some((portal, statement)) = names {
-            match self.switch_statements.get(statement) {
-                Some(to) => {
-                    self.switch_portals.insert(portal.to_vec(), to.clone());
-                }
-                None => {
-                    self.switch_portals.remove(portal);
-                }
-            }
+            rebind(
+                &mut self.switch_portals,
+                &self.switch_statements,
+                portal,
+                statement,
+            );
+            rebind(
+                &mut self.as_of_portals,
+                &self.as_of_statements,
+                portal,
+                statement,
+            );
             if self.reset_statements.contains(statement) {
                 self.reset_portals.insert(portal.to_vec());
-            } else {
+            } else if !self.reset_portals.is_empty() {
                 self.reset_portals.remove(portal);
-            }
-            match self.as_of_statements.get(statement) {
-                Some(setting) => {
-                    self.as_of_portals.insert(portal.to_vec(), setting.clone());
-                }
-                None => {
-                    self.as_of_portals.remove(portal);
-                }
             }
         }
         match names {
-            Some((portal, statement)) => match self.statements.get(statement) {
-                Some(c) => {
-                    self.portals.insert(portal.to_vec(), c.clone());
-                }
-                None => {
-                    self.portals.remove(portal);
-                }
-            },
+            Some((portal, statement)) => {
+                rebind(&mut self.portals, &self.statements, portal, statement)
+            }
             // Names longer than the peeked prefix: forget every portal
             // rather than keep one that may have been rebound.
             None => self.portals.clear(),
@@ -1812,6 +1805,26 @@ pub struct HistoryHooks {
 impl HookFactory for HistoryHooks {
     fn create(&self, info: &SessionInfo) -> Box<dyn SessionHook> {
         Box::new(HistoryHook::new(info, self.tunables.clone()))
+    }
+}
+
+/// A Bind of `statement` to `portal`: the portal takes the statement's
+/// entry, or loses its own. An empty map is not hashed into (`get` on an
+/// empty map returns at once; `remove` would hash first).
+fn rebind<V: Clone>(
+    portals: &mut HashMap<Vec<u8>, V>,
+    statements: &HashMap<Vec<u8>, V>,
+    portal: &[u8],
+    statement: &[u8],
+) {
+    match statements.get(statement) {
+        Some(v) => {
+            portals.insert(portal.to_vec(), v.clone());
+        }
+        None if portals.is_empty() => {}
+        None => {
+            portals.remove(portal);
+        }
     }
 }
 

@@ -14,9 +14,10 @@ pub mod stream;
 pub mod tls;
 pub mod upstream;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::config::Config;
 
@@ -51,9 +52,39 @@ pub struct ProxyContext {
     /// server default).
     pub default_paths: dashmap::DashMap<(String, String), String>,
     /// Graceful shutdown: stop accepting, close sessions when idle.
-    pub shutdown: CancellationToken,
+    pub shutdown: StopSignal,
     /// The shutdown timeout passed: close every session now.
-    pub force: CancellationToken,
+    pub force: StopSignal,
+}
+
+/// A stop signal: a token to wait on, and a flag that the relay reads on
+/// every wake-up (`CancellationToken::is_cancelled` locks a mutex that
+/// every session's token shares).
+#[derive(Clone, Default)]
+pub struct StopSignal {
+    token: CancellationToken,
+    flag: Arc<AtomicBool>,
+}
+
+impl StopSignal {
+    /// Raises the flag, then wakes every waiter (which then sees it).
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+
+    /// The token, for what waits on it alone.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
 }
 
 /// What a reload replaces in one step.

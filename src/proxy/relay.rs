@@ -489,10 +489,10 @@ pub struct Relay<'a> {
     max_message: usize,
     fatal_seen: bool,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
-    shutdown_token: tokio_util::sync::CancellationToken,
+    shutdown_token: super::StopSignal,
     shutting_down: bool,
     force: Pin<Box<WaitForCancellationFutureOwned>>,
-    force_token: tokio_util::sync::CancellationToken,
+    force_token: super::StopSignal,
     signals_registered: bool,
     /// Where bytes to and from the client are counted (metrics on).
     io: Option<std::sync::Arc<crate::metrics::stmt::StatementMetrics>>,
@@ -513,8 +513,8 @@ pub struct RelayParams<'a> {
     /// Bytes already read from the upstream during startup.
     pub upstream_leftover: &'a [u8],
     pub tx_status: u8,
-    pub shutdown: tokio_util::sync::CancellationToken,
-    pub force: tokio_util::sync::CancellationToken,
+    pub shutdown: super::StopSignal,
+    pub force: super::StopSignal,
     /// Counts bytes to and from the client when set.
     pub io: Option<std::sync::Arc<crate::metrics::stmt::StatementMetrics>>,
     /// The session's entry in the admin console's list; its gate holds
@@ -554,10 +554,10 @@ impl<'a> Relay<'a> {
             held: false,
             max_message: params.max_message,
             fatal_seen: false,
-            shutdown: Box::pin(params.shutdown.clone().cancelled_owned()),
+            shutdown: Box::pin(params.shutdown.token().clone().cancelled_owned()),
             shutdown_token: params.shutdown,
             shutting_down: false,
-            force: Box::pin(params.force.clone().cancelled_owned()),
+            force: Box::pin(params.force.token().clone().cancelled_owned()),
             force_token: params.force,
             signals_registered: false,
             io: params.io,

@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
@@ -187,8 +186,8 @@ impl Server {
             reloading: std::sync::Mutex::new(()),
             versioned_schemas: dashmap::DashMap::new(),
             default_paths: dashmap::DashMap::new(),
-            shutdown: CancellationToken::new(),
-            force: CancellationToken::new(),
+            shutdown: super::StopSignal::default(),
+            force: super::StopSignal::default(),
         });
         Ok(Self {
             ctx,
@@ -250,7 +249,11 @@ impl Server {
                 connector: ctx.connector.clone(),
             });
             // Stops with the listener; open probes are not waited for.
-            tokio::spawn(http::serve(listener, endpoint, ctx.shutdown.clone()));
+            tokio::spawn(http::serve(
+                listener,
+                endpoint,
+                ctx.shutdown.token().clone(),
+            ));
             // Only worth checking when someone scrapes the figure.
             tokio::spawn(crate::metrics::drift::run(ctx.clone()));
         }
