@@ -329,10 +329,11 @@ start_pgbranch() {
 # default), a process left in this script's session shares one CPU group
 # with pgbench and is preempted by it far more often: measured 0.55
 # instead of 0.45 involuntary switches per transaction and ~4 % less TPS
-# (docs/benchmarks.md). Started with `&` from a script, the command is not
-# a process-group leader, so setsid runs it in place and $! is its PID.
+# (docs/benchmarks.md). Called as `as_daemon CMD ... &`: the background
+# subshell execs setsid, which is not a process-group leader there, so it
+# calls setsid(2) and execs CMD in place: $! stays CMD's PID.
 as_daemon() {
-    setsid "$@"
+    exec setsid "$@"
 }
 
 # Warns unless PID leads its own session (see as_daemon).
