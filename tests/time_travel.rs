@@ -1182,7 +1182,7 @@ async fn migration_4_remakes_the_triggers_of_tables_versioned_before_it() {
                  pgbranch.versioning_before_alter(text, regclass),
                  pgbranch.versioning_rekey_columns(oid), pgbranch.versioning_rekey_all_rows(oid),
                  pgbranch.versioning_step_aside(), pgbranch.versioning_before_merged_drop(text, text),
-                 pgbranch.versioning_drop_triggers(regclass);
+                 pgbranch.versioning_drop_triggers(regclass), pgbranch.primary_key_columns(oid);
              DROP TABLE pgbranch.versioned_views;
              DELETE FROM pgbranch.migrations WHERE version = 4",
         )

@@ -109,6 +109,19 @@ BEGIN
 END
 $fn$;
 
+-- The columns of table p_table's primary key, in key order (no rows: it
+-- has none). Every function that builds SQL from a versioned table's key
+-- reads it here.
+CREATE OR REPLACE FUNCTION pgbranch.primary_key_columns(p_table oid)
+RETURNS TABLE (ord bigint, attnum smallint, attname name)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT k.ord, a.attnum, a.attname
+    FROM pg_constraint p
+    CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_attribute a ON a.attrelid = p.conrelid AND a.attnum = k.attnum
+    WHERE p.conrelid = p_table AND p.contype = 'p'
+$fn$;
+
 -- (Re)creates the history table's missing columns, the trigger functions
 -- and the AS OF functions of versioned table p_id after its columns,
 -- key or grants changed. Runs as the owner of schema pgbranch.
@@ -181,30 +194,27 @@ BEGIN
     WHERE a.attrelid = v.relid AND a.attnum > 0 AND NOT a.attisdropped;
 
     -- The primary key (a table must keep one while versioned).
-    SELECT array_agg(c.name ORDER BY k.ord),
-           string_agg(format('h.%I = o.%I', c.name, a.attname), ' AND ' ORDER BY k.ord),
-           string_agg(format('%I', c.name), ', ' ORDER BY k.ord),
-           string_agg(format('OLD.%I', a.attname), ', ' ORDER BY k.ord),
-           string_agg(format('w.%1$I = h.%1$I', c.name), ' AND ' ORDER BY k.ord),
-           string_agg(format('h.%I', c.name), ', ' ORDER BY k.ord)
+    SELECT array_agg(c.name ORDER BY a.ord),
+           string_agg(format('h.%I = o.%I', c.name, a.attname), ' AND ' ORDER BY a.ord),
+           string_agg(format('%I', c.name), ', ' ORDER BY a.ord),
+           string_agg(format('OLD.%I', a.attname), ', ' ORDER BY a.ord),
+           string_agg(format('w.%1$I = h.%1$I', c.name), ' AND ' ORDER BY a.ord),
+           string_agg(format('h.%I', c.name), ', ' ORDER BY a.ord)
     INTO v.key_columns, v_keys, v_hkcols, v_okeys, v_wkeys, v_hkeys
-    FROM pg_constraint p
-    CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, ord)
-    JOIN pg_attribute a ON a.attrelid = v.relid AND a.attnum = k.attnum
-    JOIN pgbranch.versioned_columns c ON c.table_id = p_id AND c.attnum = k.attnum
-    WHERE p.conrelid = v.relid AND p.contype = 'p';
+    FROM pgbranch.primary_key_columns(v.relid) a
+    JOIN pgbranch.versioned_columns c ON c.table_id = p_id AND c.attnum = a.attnum;
     IF v_keys IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '0A000',
             MESSAGE = format('table %s is system-versioned and must keep a primary key', v_rel),
             HINT = 'DROP SYSTEM VERSIONING first, or replace the primary key in one ALTER TABLE statement.';
     END IF;
     -- A tombstone holds the key only.
-    SELECT string_agg(CASE WHEN a.attnum = ANY (p.conkey) THEN format('o.%I', a.attname) ELSE 'NULL' END,
+    SELECT string_agg(CASE WHEN a.attnum IN (SELECT k.attnum FROM pgbranch.primary_key_columns(v.relid) k)
+                           THEN format('o.%I', a.attname) ELSE 'NULL' END,
                       ', ' ORDER BY a.attnum)
     INTO v_tomb
     FROM pg_attribute a
     JOIN pgbranch.versioned_columns c ON c.table_id = p_id AND c.attnum = a.attnum
-    CROSS JOIN (SELECT conkey FROM pg_constraint WHERE conrelid = v.relid AND contype = 'p') p
     WHERE a.attrelid = v.relid AND a.attnum > 0 AND NOT a.attisdropped;
     -- A column added with a value (a DEFAULT) has it in the current
     -- versions too; older versions read NULL.
@@ -518,14 +528,11 @@ DECLARE
     v_new     text;
 BEGIN
     SELECT history INTO v_history FROM pgbranch.versioned_tables WHERE relid = p_table;
-    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY k.ord),
-           string_agg(format('OLD.%I::text', a.attname), ', ' ORDER BY k.ord),
-           string_agg(format('NEW.%I::text', a.attname), ', ' ORDER BY k.ord)
+    SELECT string_agg(format('%I', k.attname), ', ' ORDER BY k.ord),
+           string_agg(format('OLD.%I::text', k.attname), ', ' ORDER BY k.ord),
+           string_agg(format('NEW.%I::text', k.attname), ', ' ORDER BY k.ord)
     INTO v_cols, v_old, v_new
-    FROM pg_constraint p
-    CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, ord)
-    JOIN pg_attribute a ON a.attrelid = p.conrelid AND a.attnum = k.attnum
-    WHERE p.conrelid = p_table AND p.contype = 'p';
+    FROM pgbranch.primary_key_columns(p_table) k;
     EXECUTE format('DROP TRIGGER IF EXISTS pgbranch_versioning_rekey ON %s', p_table);
     EXECUTE format('CREATE TRIGGER pgbranch_versioning_rekey AFTER UPDATE %s ON %s FOR EACH ROW WHEN ((%s) IS DISTINCT FROM (%s)) EXECUTE FUNCTION pgbranch_history.%I()',
                    CASE WHEN pgbranch.versioning_rekey_all_rows(p_table) THEN '' ELSE 'OF ' || v_cols END,
@@ -849,11 +856,9 @@ BEGIN
     END IF;
     PERFORM pgbranch.check_as_of(v.id, p_at);
     v_past := format('pgbranch_history.as_of(NULL::%s, %L::timestamptz, false)', p_table, p_at);
-    SELECT string_agg(format('x.%1$I = p.%1$I', a.attname), ' AND ')
+    SELECT string_agg(format('x.%1$I = p.%1$I', k.attname), ' AND ')
     INTO v_keys
-    FROM pg_constraint k, unnest(k.conkey) AS c(attnum)
-    JOIN pg_attribute a ON a.attrelid = p_table AND a.attnum = c.attnum
-    WHERE k.conrelid = p_table AND k.contype = 'p';
+    FROM pgbranch.primary_key_columns(p_table) k;
     -- Generated columns are computed again; identity columns are written.
     SELECT string_agg(format('%I', attname), ', ' ORDER BY attnum),
            string_agg(format('%1$I = p.%1$I', attname), ', ' ORDER BY attnum)
@@ -1085,7 +1090,8 @@ GRANT EXECUTE ON FUNCTION pgbranch.record_ddl(text, text, text, text, text, text
     pgbranch.versioning_check_triggers(), pgbranch.versioning_before_alter(text, regclass),
     pgbranch.versioning_lend(regclass[]), pgbranch.versioning_unlend(regclass[]),
     pgbranch.versioning_rekey_columns(oid), pgbranch.versioning_rekey_all_rows(oid),
-    pgbranch.versioning_before_merged_drop(text, text), pgbranch.versioning_drop_triggers(regclass)
+    pgbranch.versioning_before_merged_drop(text, text), pgbranch.versioning_drop_triggers(regclass),
+    pgbranch.primary_key_columns(oid)
     TO PUBLIC;
 
 -- Functions this run created (a superuser upgrading, say) belong to the
