@@ -46,6 +46,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # ---------------------------------------------------------------------------
 ON_PID=""
 OFF_PID=""
+PGBRANCH_PID="" # lib.sh's start_pgbranch: the instance being started
 # Set by breakdown(): "objects objects_ms fingerprint_ms state_ms recorded_ms".
 BREAKDOWN_small="- - - - -"
 BREAKDOWN_large="- - - - -"
@@ -55,6 +56,7 @@ cleanup() {
     set +e
     stop_pid "$ON_PID"
     stop_pid "$OFF_PID"
+    stop_pid "$PGBRANCH_PID"
     stop_postgres
     remove_tmp "logs: $TMP/*.log, runs: $TMP/runs"
     exit "$status"
@@ -118,18 +120,15 @@ EOF
     done
 }
 
-start_pgbranch() {
-    local name=$1 enabled=$2 port
-    port=$(free_port)
-    # --metrics-listen '': no HTTP endpoint, which nothing here reads and
-    # whose default port (127.0.0.1:9930) both instances would want (they
-    # still count).
-    PGBRANCH_LOG=warn PGBRANCH_HISTORY_ENABLED=$enabled "$PGBRANCH_BIN" serve \
-        --upstream "postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
-        --listen "127.0.0.1:$port" --metrics-listen '' >"$TMP/pgbranch-$name.log" 2>&1 &
-    local pid=$!
-    if [[ $name == on ]]; then ON_PID=$pid ON_PORT=$port; else OFF_PID=$pid OFF_PORT=$port; fi
-    wait_ready "$port" "pgbranch (capture $name)" "$TMP/pgbranch-$name.log"
+# The two instances: lib.sh's start_pgbranch with DDL capture on or off.
+start_capture() {
+    local name=$1 enabled=$2
+    PB_NAME=$name PGBRANCH_HISTORY_ENABLED=$enabled start_pgbranch
+    if [[ $name == on ]]; then
+        ON_PID=$PGBRANCH_PID ON_PORT=$PGBRANCH_PORT
+    else
+        OFF_PID=$PGBRANCH_PID OFF_PORT=$PGBRANCH_PORT
+    fi
 }
 
 port_of() {
@@ -341,8 +340,8 @@ main() {
 
     start_postgres
     init_data
-    start_pgbranch on true
-    start_pgbranch off false
+    start_capture on true
+    start_capture off false
 
     # The first DDL through capture-on sets up the metadata schema and the
     # baseline: unmeasured.

@@ -309,17 +309,23 @@ print_footer() {
 }
 
 # Starts the release pgbranch in front of the cluster on $PG_PORT, on a
-# free port; sets PGBRANCH_PORT and PGBRANCH_PID (the caller stops it).
+# free port, in a session of its own (as_daemon); sets PGBRANCH_PORT and
+# PGBRANCH_PID (the caller stops it). Set on the call: PB_NAME names the
+# instance and its log ($TMP/pgbranch-NAME.log; default $TMP/pgbranch.log),
+# PB_METRICS is its --metrics-listen (default '': no HTTP endpoint, which
+# most scripts do not read and whose default port 127.0.0.1:9930 may be
+# taken; it still counts); PGBRANCH_* settings reach pgbranch, e.g.
+# `PB_NAME=off PGBRANCH_HISTORY_ENABLED=false start_pgbranch`.
 # shellcheck disable=SC2034  # PGBRANCH_PID is the caller's
 start_pgbranch() {
+    local name=${PB_NAME:-} log=$TMP/pgbranch.log
+    if [[ -n $name ]]; then log=$TMP/pgbranch-$name.log; fi
     PGBRANCH_PORT=$(free_port)
-    # --metrics-listen '': no HTTP endpoint, which nothing here reads and
-    # whose default port (127.0.0.1:9930) may be taken (it still counts).
     PGBRANCH_LOG=warn as_daemon "$PGBRANCH_BIN" serve \
         --upstream "postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
-        --listen "127.0.0.1:$PGBRANCH_PORT" --metrics-listen '' >"$TMP/pgbranch.log" 2>&1 &
+        --listen "127.0.0.1:$PGBRANCH_PORT" --metrics-listen "${PB_METRICS:-}" >"$log" 2>&1 &
     PGBRANCH_PID=$!
-    wait_ready "$PGBRANCH_PORT" pgbranch "$TMP/pgbranch.log"
+    wait_ready "$PGBRANCH_PORT" "pgbranch${name:+ ($name)}" "$log"
     check_own_session "$PGBRANCH_PID" pgbranch
 }
 

@@ -67,17 +67,11 @@ check_params() {
     check_tools
 }
 
-# metrics-on: the same command as lib.sh's start_pgbranch, with the
-# endpoint on a free port instead of --metrics-listen ''.
+# metrics-on: lib.sh's start_pgbranch with the endpoint on a free port.
 start_metrics_on() {
-    ON_PORT=$(free_port)
     METRICS_PORT=$(free_port)
-    PGBRANCH_LOG=warn "$PGBRANCH_BIN" serve \
-        --upstream "postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
-        --listen "127.0.0.1:$ON_PORT" --metrics-listen "127.0.0.1:$METRICS_PORT" \
-        >"$TMP/pgbranch-on.log" 2>&1 &
-    ON_PID=$!
-    wait_ready "$ON_PORT" "pgbranch (metrics on)" "$TMP/pgbranch-on.log"
+    PB_NAME=on PB_METRICS=127.0.0.1:$METRICS_PORT start_pgbranch
+    ON_PID=$PGBRANCH_PID ON_PORT=$PGBRANCH_PORT
 }
 
 port_of() { if [[ $1 == on ]]; then echo "$ON_PORT"; else echo "$PGBRANCH_PORT"; fi; }
