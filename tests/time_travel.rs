@@ -815,6 +815,63 @@ async fn set_pgbranch_as_of_moves_a_session_into_the_past_and_back() {
 }
 
 #[tokio::test]
+async fn only_reset_all_and_discard_all_end_an_as_of_session_once_the_server_agrees() {
+    let (db, proxy, c) = versioned_db(
+        test_config(),
+        "CREATE TABLE acct (id int PRIMARY KEY, balance int); INSERT INTO acct VALUES (1, 10)",
+        &["acct"],
+    )
+    .await;
+    let then = snapshot_time(&c).await;
+    c.batch_execute("UPDATE acct SET balance = 20")
+        .await
+        .unwrap();
+    let set = format!("SET pgbranch.as_of = '{then}'");
+    for (name, simple) in [("simple", true), ("extended", false)] {
+        let s = connect(&proxy.conn_str("postgres", &db)).await;
+        let run = |sql: &'static str| {
+            let s = &s;
+            async move {
+                if simple {
+                    s.batch_execute(sql).await
+                } else {
+                    s.execute(sql, &[]).await.map(|_| ())
+                }
+            }
+        };
+        let balance = || scalar::<i32>(&s, "SELECT balance FROM acct WHERE id = 1");
+        s.batch_execute(&set).await.unwrap();
+        assert_eq!(balance().await, 10, "{name}");
+        // Another setting's RESET leaves the session in the past.
+        run("RESET statement_timeout").await.unwrap();
+        assert_eq!(balance().await, 10, "{name}: after RESET statement_timeout");
+        // A RESET ALL the server refuses (aborted transaction) changes
+        // nothing.
+        s.batch_execute("BEGIN").await.unwrap();
+        assert!(s.batch_execute("SELECT 1/0").await.is_err());
+        assert!(run("RESET ALL").await.is_err());
+        s.batch_execute("ROLLBACK").await.unwrap();
+        assert_eq!(balance().await, 10, "{name}: after a failed RESET ALL");
+        let e = s
+            .batch_execute("UPDATE acct SET balance = 0")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "25006", "{name}");
+        // RESET ALL returns it to the present, on both sides.
+        run("RESET ALL").await.unwrap();
+        assert_eq!(balance().await, 20, "{name}: after RESET ALL");
+        s.batch_execute("UPDATE acct SET balance = 20")
+            .await
+            .unwrap();
+        s.batch_execute(&set).await.unwrap();
+        assert_eq!(balance().await, 10, "{name}");
+        run("DISCARD ALL").await.unwrap();
+        assert_eq!(balance().await, 20, "{name}: after DISCARD ALL");
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn versioning_apply_versions_existing_tables_and_history_follows_select_grants() {
     let db = cluster().fresh_db();
     let proxy = start_proxy(test_config()).await;

@@ -109,8 +109,8 @@ pub struct HistoryHook {
     /// RESET / DISCARD (which would return to the startup packet's).
     reset_path: Option<String>,
     /// Prepared statements and portals that RESET or DISCARD.
-    reset_statements: std::collections::HashSet<Vec<u8>>,
-    reset_portals: std::collections::HashSet<Vec<u8>>,
+    reset_statements: HashMap<Vec<u8>, ResetKind>,
+    reset_portals: HashMap<Vec<u8>, ResetKind>,
     /// A DISCARD ALL sent alone: restore the path after its ReadyForQuery.
     restore_after_alone: bool,
     /// Prepared statements and portals that are `SET pgbranch.branch`
@@ -362,12 +362,22 @@ impl HistoryHook {
         self.reset_path.as_deref().map(crate::branch::set_path_sql)
     }
 
+    /// A SET (`reset` false: the time comes from the proxy's SELECT) or
+    /// RESET of pgbranch.as_of on its way, also RESET ALL / DISCARD ALL:
+    /// the session moves at its ReadyForQuery, unless the server refused it.
+    fn start_as_of_change(&mut self, reset: bool) {
+        self.as_of_change = Some(AsOfChange {
+            reset,
+            at: None,
+            failed: false,
+            skip: self.outstanding,
+        });
+    }
+
     fn on_query(&mut self, body: &[u8]) -> ClientVerdict {
         let sql = take_cstr(body).map_or(body, |(s, _)| s);
-        // RESET ALL / DISCARD ALL also reset pgbranch.as_of (and
-        // default_transaction_read_only) to the connection's own.
-        if self.as_of != self.connect_as_of && resets_settings(sql) {
-            self.as_of = self.connect_as_of.clone();
+        if self.as_of != self.connect_as_of && resets_all(sql) {
+            self.start_as_of_change(true);
         }
         let verdict = self.on_query_inner(sql);
         let Some(restore) = self.restore_path_sql() else {
@@ -389,13 +399,8 @@ impl HistoryHook {
         }
         // RESET / DISCARD return search_path to the startup packet's,
         // which is another branch's: the switched one follows them.
-        let mut text = match &verdict.replace {
-            Some(m) if m.first() == Some(&ft::QUERY) && m.len() > HEADER_LEN => {
-                let body = &m[HEADER_LEN..];
-                body[..body.len() - 1].to_vec()
-            }
-            Some(_) => return verdict,
-            None => sql.to_vec(),
+        let Some(mut text) = sent_query_text(&verdict, sql.to_vec()) else {
+            return verdict;
         };
         let index = self.split(&text).len();
         text.extend_from_slice(b"\n;");
@@ -553,12 +558,7 @@ impl HistoryHook {
                 ours(branch_commands::raise_sql(&e), &[], rewrite::REFUSED)
             }
             AsOfSetting::Set(value) => {
-                self.as_of_change = Some(AsOfChange {
-                    reset: false,
-                    at: None,
-                    failed: false,
-                    skip: self.outstanding,
-                });
+                self.start_as_of_change(false);
                 ours(
                     format!(
                         "SELECT ({value})::timestamptz::text;\n{client};\nSET default_transaction_read_only = on"
@@ -568,12 +568,7 @@ impl HistoryHook {
                 )
             }
             AsOfSetting::Reset => {
-                self.as_of_change = Some(AsOfChange {
-                    reset: true,
-                    at: None,
-                    failed: false,
-                    skip: self.outstanding,
-                });
+                self.start_as_of_change(true);
                 ours(
                     format!("{client};\nRESET default_transaction_read_only"),
                     &[1],
@@ -646,12 +641,7 @@ impl HistoryHook {
                 record::extended_frames(b"RESET default_transaction_read_only", &[]),
             ),
         };
-        self.as_of_change = Some(AsOfChange {
-            reset,
-            at: None,
-            failed: false,
-            skip: self.outstanding,
-        });
+        self.start_as_of_change(reset);
         ClientVerdict {
             before,
             after,
@@ -1043,7 +1033,7 @@ impl HistoryHook {
         let Some((sql, params)) = take_cstr(rest) else {
             return ClientVerdict::forward();
         };
-        self.statements.remove(name);
+        forget(&mut self.statements, name);
         let parse_message = |text: &[u8]| {
             let mut parse = name.to_vec();
             parse.push(0);
@@ -1054,8 +1044,8 @@ impl HistoryHook {
             crate::protocol::put_message(&mut message, ft::PARSE, &parse);
             message
         };
-        self.switch_statements.remove(name);
-        self.as_of_statements.remove(name);
+        forget(&mut self.switch_statements, name);
+        forget(&mut self.as_of_statements, name);
         let command = branch_commands::parse(sql);
         if let Some(Ok(branch_commands::Command::Switch(to))) = command {
             // The statement itself (a placeholder setting) is prepared as
@@ -1063,10 +1053,15 @@ impl HistoryHook {
             self.switch_statements.insert(name.to_vec(), to);
             return ClientVerdict::forward();
         }
-        self.reset_statements.remove(name);
+        forget(&mut self.reset_statements, name);
         // Also before any switch: the statement may run after one.
         if resets_settings(sql) {
-            self.reset_statements.insert(name.to_vec());
+            let kind = if resets_all(sql) {
+                ResetKind::All
+            } else {
+                ResetKind::Some
+            };
+            self.reset_statements.insert(name.to_vec(), kind);
         }
         // A branch command's metadata check runs before its Parse, as the
         // proxy's own statement.
@@ -1187,11 +1182,12 @@ impl HistoryHook {
                 portal,
                 statement,
             );
-            if self.reset_statements.contains(statement) {
-                self.reset_portals.insert(portal.to_vec());
-            } else if !self.reset_portals.is_empty() {
-                self.reset_portals.remove(portal);
-            }
+            rebind(
+                &mut self.reset_portals,
+                &self.reset_statements,
+                portal,
+                statement,
+            );
         }
         match names {
             Some((portal, statement)) => {
@@ -1246,7 +1242,10 @@ impl HistoryHook {
         if let Some(setting) = self.as_of_portals.get(portal).cloned() {
             return self.on_as_of_execute(setting, first_in_pipeline);
         }
-        if self.reset_portals.contains(portal) {
+        if let Some(&kind) = self.reset_portals.get(portal) {
+            if kind == ResetKind::All && self.as_of != self.connect_as_of {
+                self.start_as_of_change(true);
+            }
             if let Some(restore) = self.restore_path_sql() {
                 return ClientVerdict {
                     after: record::extended_frames(restore.as_bytes(), &[]),
@@ -1255,7 +1254,7 @@ impl HistoryHook {
                 };
             }
         }
-        let Some(captured) = self.portals.remove(portal) else {
+        let Some(captured) = take(&mut self.portals, portal) else {
             return ClientVerdict::forward();
         };
         if captured.ddl.non_transactional {
@@ -1323,14 +1322,18 @@ impl HistoryHook {
                     if let Some((name, _)) = take_cstr(rest) {
                         match kind {
                             b'S' => {
-                                self.switch_statements.remove(name);
-                                self.statements.remove(name)
+                                forget(&mut self.switch_statements, name);
+                                forget(&mut self.as_of_statements, name);
+                                forget(&mut self.reset_statements, name);
+                                forget(&mut self.statements, name);
                             }
                             _ => {
-                                self.switch_portals.remove(name);
-                                self.portals.remove(name)
+                                forget(&mut self.switch_portals, name);
+                                forget(&mut self.as_of_portals, name);
+                                forget(&mut self.reset_portals, name);
+                                forget(&mut self.portals, name);
                             }
-                        };
+                        }
                     }
                 }
                 ClientVerdict::forward()
@@ -1821,11 +1824,48 @@ fn rebind<V: Clone>(
         Some(v) => {
             portals.insert(portal.to_vec(), v.clone());
         }
-        None if portals.is_empty() => {}
-        None => {
-            portals.remove(portal);
-        }
+        None => forget(portals, portal),
     }
+}
+
+/// Removes `key`; an empty map is not hashed into (`remove` hashes first,
+/// and most of these maps are empty for most sessions).
+fn forget<V>(map: &mut HashMap<Vec<u8>, V>, key: &[u8]) {
+    take(map, key);
+}
+
+/// Removes and returns `key`'s entry, without hashing into an empty map.
+fn take<V>(map: &mut HashMap<Vec<u8>, V>, key: &[u8]) -> Option<V> {
+    if map.is_empty() {
+        None
+    } else {
+        map.remove(key)
+    }
+}
+
+/// What a prepared RESET / DISCARD statement resets.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ResetKind {
+    /// search_path may change (the branch's is put back).
+    Some,
+    /// RESET ALL / DISCARD ALL: pgbranch.as_of too.
+    All,
+}
+
+/// Whether a statement of `sql` is RESET ALL or DISCARD ALL (which put
+/// pgbranch.as_of, like every setting, back to the connection's own).
+fn resets_all(sql: &[u8]) -> bool {
+    use crate::sql::contains_ignore_ascii_case as contains;
+    if !(contains(sql, b"all") && (contains(sql, b"reset") || contains(sql, b"discard"))) {
+        return false;
+    }
+    crate::sql::lexer::Statements::new(sql).any(|r| {
+        let mut tokens = crate::sql::lexer::Lexer::new(&sql[r]);
+        tokens
+            .next()
+            .is_some_and(|t| t.is_word("reset") || t.is_word("discard"))
+            && tokens.next().is_some_and(|t| t.is_word("all"))
+    })
 }
 
 #[cfg(test)]
