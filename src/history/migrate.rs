@@ -51,9 +51,9 @@ pub fn latest_version() -> usize {
     MIGRATIONS.len()
 }
 
-/// The dollar-quote tag for migration `n`'s text.
-fn tag(n: usize) -> String {
-    format!("$pgbranch_m{n}$")
+/// The dollar-quote tag for the `k`-th distinct migration file.
+fn tag(k: usize) -> String {
+    format!("$pgbranch_f{k}$")
 }
 
 /// A `DO` block that creates or upgrades the `pgbranch` schema (built
@@ -63,20 +63,45 @@ pub fn migrate_sql() -> &'static str {
     SQL.get_or_init(build_migrate_sql)
 }
 
+/// The distinct files of [`MIGRATIONS`], in first-use order (several
+/// migrations run the same re-runnable file).
+fn distinct_files() -> Vec<&'static str> {
+    let mut files: Vec<&'static str> = Vec::new();
+    for sql in MIGRATIONS.iter().flat_map(|m| m.iter()) {
+        if !files.contains(sql) {
+            files.push(sql);
+        }
+    }
+    files
+}
+
 fn build_migrate_sql() -> String {
     let latest = latest_version();
-    let mut steps = String::new();
-    for (i, files) in MIGRATIONS.iter().enumerate() {
+    let files = distinct_files();
+    // Each file's text stands once, in a block entered only to migrate
+    // (its variables are not even assigned when the schema is current):
+    // the block goes out before every recorded change.
+    let mut steps = String::from("    DECLARE\n");
+    for (k, sql) in files.iter().enumerate() {
+        let t = tag(k);
+        steps.push_str(&format!("        f{k} text := {t}{sql}{t};\n"));
+    }
+    steps.push_str("    BEGIN\n");
+    for (i, migration) in MIGRATIONS.iter().enumerate() {
         let n = i + 1;
-        let t = tag(n);
         steps.push_str(&format!("    IF v < {n} THEN\n"));
-        for sql in *files {
-            steps.push_str(&format!("        EXECUTE {t}{sql}{t};\n"));
+        for sql in *migration {
+            let k = files
+                .iter()
+                .position(|f| f == sql)
+                .expect("every file is listed");
+            steps.push_str(&format!("        EXECUTE f{k};\n"));
         }
         steps.push_str(&format!(
             "        INSERT INTO pgbranch.migrations (version) VALUES ({n});\n    END IF;\n"
         ));
     }
+    steps.push_str("    END;\n");
     format!(
         r#"DO $pgbranch_migrate$
 DECLARE
@@ -168,12 +193,20 @@ mod tests {
 
     #[test]
     fn migration_texts_do_not_contain_their_quote_tags() {
-        for (i, files) in MIGRATIONS.iter().enumerate() {
-            for sql in *files {
-                assert!(!sql.contains(&tag(i + 1)));
-                assert!(!sql.contains("$pgbranch_migrate$"));
-            }
+        for (k, sql) in distinct_files().iter().enumerate() {
+            assert!(!sql.contains(&tag(k)));
+            assert!(!sql.contains("$pgbranch_migrate$"));
         }
+    }
+
+    #[test]
+    fn each_file_stands_once_in_the_block() {
+        let sql = migrate_sql();
+        for (k, file) in distinct_files().iter().enumerate() {
+            assert_eq!(sql.matches(file).count(), 1, "file {k}");
+        }
+        let total: usize = MIGRATIONS.iter().flat_map(|m| m.iter()).count();
+        assert!(distinct_files().len() < total);
     }
 
     #[test]
