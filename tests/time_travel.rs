@@ -1160,6 +1160,23 @@ async fn history_triggers_ignore_the_writers_search_path() {
     )
     .await;
     assert_eq!(seen, ["3b"]);
+    // The hostile operator is in effect in the writer's session (so the
+    // writes above did meet it), and the writer's own AS OF read, which
+    // runs check_as_of (no SET search_path either), is not fooled.
+    let e = w
+        .batch_execute("SELECT 'a'::text = 'b'::text")
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("hostile code ran"), "{e:?}");
+    let seen: Vec<String> = simple_rows(
+        &w,
+        &format!("SELECT id || v FROM public.h AS OF TIMESTAMP '{now}'"),
+    )
+    .await
+    .into_iter()
+    .map(|mut r| r.remove(0))
+    .collect();
+    assert_eq!(seen, ["3b"]);
     // Nor may the writer (with TRIGGER on the table) make the history
     // functions write what it wants: deleted rows as current versions.
     let e = w

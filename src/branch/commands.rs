@@ -442,7 +442,7 @@ pub fn to_sql(command: &Command, ctx: &Context) -> (String, bool) {
             as_of: Some(at),
             ..
         } => format!(
-            "SELECT * FROM pgbranch.create_branch_as_of({}, {}, ({at})::timestamptz, {}, {})",
+            "SELECT * FROM pgbranch.create_branch_as_of({}, {}, ({at})::pg_catalog.timestamptz, {}, {})",
             lit(name),
             lit(parent.as_deref().unwrap_or(ctx.branch)),
             lit(ctx.statement),

@@ -562,7 +562,7 @@ impl HistoryHook {
                 self.start_as_of_change(false);
                 ours(
                     format!(
-                        "SELECT ({value})::timestamptz::text;\n{client};\nSET default_transaction_read_only = on"
+                        "SELECT ({value})::pg_catalog.timestamptz::pg_catalog.text;\n{client};\nSET default_transaction_read_only = on"
                     ),
                     &[0, 2],
                     rewrite::COMMAND,
@@ -631,7 +631,7 @@ impl HistoryHook {
             AsOfSetting::Set(value) => (
                 false,
                 record::extended_frames(
-                    format!("SELECT ({value})::timestamptz::text").as_bytes(),
+                    format!("SELECT ({value})::pg_catalog.timestamptz::pg_catalog.text").as_bytes(),
                     &[],
                 ),
                 record::extended_frames(b"SET default_transaction_read_only = on", &[]),

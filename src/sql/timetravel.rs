@@ -18,10 +18,10 @@
 //!
 //! | clause | becomes |
 //! |---|---|
-//! | `AS OF [TIMESTAMP] e`, `FOR SYSTEM_TIME AS OF [TIMESTAMP] e` | `pgbranch_history.as_of(NULL::name, (e)::timestamptz, false)` |
-//! | `FOR SYSTEM_TIME FROM a TO b` | `pgbranch_history.versions(NULL::name, (a)::timestamptz, (b)::timestamptz, false)` |
-//! | `FOR SYSTEM_TIME BETWEEN [ASYMMETRIC] a AND b` | `pgbranch_history.versions(NULL::name, (a)::timestamptz, (b)::timestamptz, true)` |
-//! | `FOR SYSTEM_TIME ALL` | `pgbranch_history.versions(NULL::name, '-infinity'::timestamptz, 'infinity'::timestamptz, true)` |
+//! | `AS OF [TIMESTAMP] e`, `FOR SYSTEM_TIME AS OF [TIMESTAMP] e` | `pgbranch_history.as_of(NULL::name, (e)::pg_catalog.timestamptz, false)` |
+//! | `FOR SYSTEM_TIME FROM a TO b` | `pgbranch_history.versions(NULL::name, (a)::pg_catalog.timestamptz, (b)::pg_catalog.timestamptz, false)` |
+//! | `FOR SYSTEM_TIME BETWEEN [ASYMMETRIC] a AND b` | `pgbranch_history.versions(NULL::name, (a)::pg_catalog.timestamptz, (b)::pg_catalog.timestamptz, true)` |
+//! | `FOR SYSTEM_TIME ALL` | `pgbranch_history.versions(NULL::name, '-infinity'::pg_catalog.timestamptz, 'infinity'::pg_catalog.timestamptz, true)` |
 //!
 //! followed by `AS <alias>`: the alias the user wrote after the clause
 //! (`[AS] alias`, left in place), else the last part of the name as
@@ -386,7 +386,7 @@ pub fn rewrite(
 
 /// For as-of sessions: [`rewrite`], and every plain table reference in a
 /// FROM clause becomes `pgbranch_history.as_of(NULL::<name>,
-/// (<at>)::timestamptz, true) AS <alias or last name part>`; `at` is SQL
+/// (<at>)::pg_catalog.timestamptz, true) AS <alias or last name part>`; `at` is SQL
 /// text (e.g. a quoted literal the caller built) inserted as it is. See
 /// the module documentation for what is left alone. `Ok(None)` when
 /// nothing was rewritten.
@@ -708,7 +708,7 @@ impl<'a> Rewriter<'a> {
                     let (e_start, e_end) = (toks[e.start].start, toks[e.end - 1].end());
                     self.replace(name.end..e_start, b", (");
                     self.scan(e.start, e.end, nesting + 1)?;
-                    let mut text = b")::timestamptz, false)".to_vec();
+                    let mut text = b")::pg_catalog.timestamptz, false)".to_vec();
                     text.extend(self.alias_suffix(e_end, alias, last));
                     self.replace(e_end..e_end, &text);
                 }
@@ -721,16 +721,16 @@ impl<'a> Rewriter<'a> {
                     let (b_start, b_end) = (toks[b.start].start, toks[b.end - 1].end());
                     self.replace(name.end..a_start, b", (");
                     self.scan(a.start, a.end, nesting + 1)?;
-                    self.replace(a_end..b_start, b")::timestamptz, (");
+                    self.replace(a_end..b_start, b")::pg_catalog.timestamptz, (");
                     self.scan(b.start, b.end, nesting + 1)?;
-                    let mut text = format!(")::timestamptz, {inclusive})").into_bytes();
+                    let mut text = format!(")::pg_catalog.timestamptz, {inclusive})").into_bytes();
                     text.extend(self.alias_suffix(b_end, alias, last));
                     self.replace(b_end..b_end, &text);
                 }
                 Bounds::All => {
                     let end = toks[clause.end - 1].end();
                     let mut text =
-                        b", '-infinity'::timestamptz, 'infinity'::timestamptz, true)".to_vec();
+                        b", '-infinity'::pg_catalog.timestamptz, 'infinity'::pg_catalog.timestamptz, true)".to_vec();
                     text.extend(self.alias_suffix(end, alias, last));
                     self.replace(name.end..end, &text);
                 }
@@ -753,7 +753,7 @@ impl<'a> Rewriter<'a> {
             });
         }
         self.prefix(item_start, name.start, command, "as_of");
-        let mut text = format!(", ({at})::timestamptz, true)").into_bytes();
+        let mut text = format!(", ({at})::pg_catalog.timestamptz, true)").into_bytes();
         text.extend(self.alias_suffix(name.end, alias, last));
         self.replace(name.end..name.end, &text);
         Ok(Some(next))
@@ -1294,7 +1294,7 @@ mod tests {
 
     #[test]
     fn as_of_forms() {
-        let want = "SELECT * FROM pgbranch_history.as_of(NULL::orders, ('2026-01-01')::timestamptz, false) AS orders WHERE id = 1";
+        let want = "SELECT * FROM pgbranch_history.as_of(NULL::orders, ('2026-01-01')::pg_catalog.timestamptz, false) AS orders WHERE id = 1";
         for sql in [
             "SELECT * FROM orders AS OF TIMESTAMP '2026-01-01' WHERE id = 1",
             "SELECT * FROM orders AS OF '2026-01-01' WHERE id = 1",
@@ -1311,11 +1311,11 @@ mod tests {
     fn from_to() {
         assert_eq!(
             rw("SELECT * FROM orders FOR SYSTEM_TIME FROM '2026-01-01' TO now() ORDER BY 1"),
-            "SELECT * FROM pgbranch_history.versions(NULL::orders, ('2026-01-01')::timestamptz, (now())::timestamptz, false) AS orders ORDER BY 1"
+            "SELECT * FROM pgbranch_history.versions(NULL::orders, ('2026-01-01')::pg_catalog.timestamptz, (now())::pg_catalog.timestamptz, false) AS orders ORDER BY 1"
         );
         assert_eq!(
             rw("SELECT * FROM t FOR SYSTEM_TIME FROM $1 TO $2"),
-            "SELECT * FROM pgbranch_history.versions(NULL::t, ($1)::timestamptz, ($2)::timestamptz, false) AS t"
+            "SELECT * FROM pgbranch_history.versions(NULL::t, ($1)::pg_catalog.timestamptz, ($2)::pg_catalog.timestamptz, false) AS t"
         );
     }
 
@@ -1323,11 +1323,11 @@ mod tests {
     fn between_and() {
         assert_eq!(
             rw("SELECT * FROM orders FOR SYSTEM_TIME BETWEEN now() - interval '1 day' AND now() h"),
-            "SELECT * FROM pgbranch_history.versions(NULL::orders, (now() - interval '1 day')::timestamptz, (now())::timestamptz, true) AS h"
+            "SELECT * FROM pgbranch_history.versions(NULL::orders, (now() - interval '1 day')::pg_catalog.timestamptz, (now())::pg_catalog.timestamptz, true) AS h"
         );
         assert_eq!(
             rw("SELECT * FROM t FOR SYSTEM_TIME BETWEEN ASYMMETRIC (1 AND 2) AND '2026-01-01' AND x"),
-            "SELECT * FROM pgbranch_history.versions(NULL::t, ((1 AND 2))::timestamptz, ('2026-01-01' AND x)::timestamptz, true) AS t"
+            "SELECT * FROM pgbranch_history.versions(NULL::t, ((1 AND 2))::pg_catalog.timestamptz, ('2026-01-01' AND x)::pg_catalog.timestamptz, true) AS t"
         );
     }
 
@@ -1335,11 +1335,11 @@ mod tests {
     fn all() {
         assert_eq!(
             rw("SELECT * FROM orders FOR SYSTEM_TIME ALL WHERE id = 1"),
-            "SELECT * FROM pgbranch_history.versions(NULL::orders, '-infinity'::timestamptz, 'infinity'::timestamptz, true) AS orders WHERE id = 1"
+            "SELECT * FROM pgbranch_history.versions(NULL::orders, '-infinity'::pg_catalog.timestamptz, 'infinity'::pg_catalog.timestamptz, true) AS orders WHERE id = 1"
         );
         assert_eq!(
             rw("SELECT * FROM orders FOR SYSTEM_TIME ALL AS h"),
-            "SELECT * FROM pgbranch_history.versions(NULL::orders, '-infinity'::timestamptz, 'infinity'::timestamptz, true) AS h"
+            "SELECT * FROM pgbranch_history.versions(NULL::orders, '-infinity'::pg_catalog.timestamptz, 'infinity'::pg_catalog.timestamptz, true) AS h"
         );
     }
 
@@ -1347,23 +1347,23 @@ mod tests {
     fn qualified_and_quoted_names() {
         assert_eq!(
             rw("SELECT orders.id FROM public.orders AS OF $1"),
-            "SELECT orders.id FROM pgbranch_history.as_of(NULL::public.orders, ($1)::timestamptz, false) AS orders"
+            "SELECT orders.id FROM pgbranch_history.as_of(NULL::public.orders, ($1)::pg_catalog.timestamptz, false) AS orders"
         );
         assert_eq!(
             rw(r#"SELECT * FROM "Sales"."Mixed" AS OF '2026-01-01'"#),
-            r#"SELECT * FROM pgbranch_history.as_of(NULL::"Sales"."Mixed", ('2026-01-01')::timestamptz, false) AS "Mixed""#
+            r#"SELECT * FROM pgbranch_history.as_of(NULL::"Sales"."Mixed", ('2026-01-01')::pg_catalog.timestamptz, false) AS "Mixed""#
         );
         assert_eq!(
             rw(r#"SELECT * FROM "Mixed" FOR SYSTEM_TIME ALL"#),
-            r#"SELECT * FROM pgbranch_history.versions(NULL::"Mixed", '-infinity'::timestamptz, 'infinity'::timestamptz, true) AS "Mixed""#
+            r#"SELECT * FROM pgbranch_history.versions(NULL::"Mixed", '-infinity'::pg_catalog.timestamptz, 'infinity'::pg_catalog.timestamptz, true) AS "Mixed""#
         );
         assert_eq!(
             rw("SELECT * FROM ONLY public.orders AS OF $1"),
-            "SELECT * FROM pgbranch_history.as_of(NULL::public.orders, ($1)::timestamptz, false) AS orders"
+            "SELECT * FROM pgbranch_history.as_of(NULL::public.orders, ($1)::pg_catalog.timestamptz, false) AS orders"
         );
         assert_eq!(
             rw("SELECT * FROM db.s.t AS OF $1"),
-            "SELECT * FROM pgbranch_history.as_of(NULL::db.s.t, ($1)::timestamptz, false) AS t"
+            "SELECT * FROM pgbranch_history.as_of(NULL::db.s.t, ($1)::pg_catalog.timestamptz, false) AS t"
         );
     }
 
@@ -1371,20 +1371,20 @@ mod tests {
     fn user_alias_with_and_without_as() {
         assert_eq!(
             rw("SELECT o.id FROM orders AS OF $1 AS o WHERE o.id = 1"),
-            "SELECT o.id FROM pgbranch_history.as_of(NULL::orders, ($1)::timestamptz, false) AS o WHERE o.id = 1"
+            "SELECT o.id FROM pgbranch_history.as_of(NULL::orders, ($1)::pg_catalog.timestamptz, false) AS o WHERE o.id = 1"
         );
         assert_eq!(
             rw("SELECT o.id FROM orders AS OF $1 o WHERE o.id = 1"),
-            "SELECT o.id FROM pgbranch_history.as_of(NULL::orders, ($1)::timestamptz, false) AS o WHERE o.id = 1"
+            "SELECT o.id FROM pgbranch_history.as_of(NULL::orders, ($1)::pg_catalog.timestamptz, false) AS o WHERE o.id = 1"
         );
         assert_eq!(
             rw(r#"SELECT * FROM orders AS OF $1 "O""#),
-            r#"SELECT * FROM pgbranch_history.as_of(NULL::orders, ($1)::timestamptz, false) AS "O""#
+            r#"SELECT * FROM pgbranch_history.as_of(NULL::orders, ($1)::pg_catalog.timestamptz, false) AS "O""#
         );
         // A column alias list stays after the alias.
         assert_eq!(
             rw("SELECT * FROM t AS OF $1 AS x(a, b)"),
-            "SELECT * FROM pgbranch_history.as_of(NULL::t, ($1)::timestamptz, false) AS x(a, b)"
+            "SELECT * FROM pgbranch_history.as_of(NULL::t, ($1)::pg_catalog.timestamptz, false) AS x(a, b)"
         );
     }
 
@@ -1392,7 +1392,7 @@ mod tests {
     fn two_tables_with_different_times() {
         assert_eq!(
             rw("SELECT * FROM a AS OF TIMESTAMP '2026-01-01' JOIN b FOR SYSTEM_TIME AS OF now() - interval '1 day' ON a.id = b.id, c AS OF $1 x LEFT JOIN d ON true"),
-            "SELECT * FROM pgbranch_history.as_of(NULL::a, ('2026-01-01')::timestamptz, false) AS a JOIN pgbranch_history.as_of(NULL::b, (now() - interval '1 day')::timestamptz, false) AS b ON a.id = b.id, pgbranch_history.as_of(NULL::c, ($1)::timestamptz, false) AS x LEFT JOIN d ON true"
+            "SELECT * FROM pgbranch_history.as_of(NULL::a, ('2026-01-01')::pg_catalog.timestamptz, false) AS a JOIN pgbranch_history.as_of(NULL::b, (now() - interval '1 day')::pg_catalog.timestamptz, false) AS b ON a.id = b.id, pgbranch_history.as_of(NULL::c, ($1)::pg_catalog.timestamptz, false) AS x LEFT JOIN d ON true"
         );
     }
 
@@ -1400,16 +1400,16 @@ mod tests {
     fn subquery_and_cte() {
         assert_eq!(
             rw("SELECT * FROM (SELECT id FROM orders AS OF $1) s WHERE s.id IN (SELECT id FROM t AS OF $2)"),
-            "SELECT * FROM (SELECT id FROM pgbranch_history.as_of(NULL::orders, ($1)::timestamptz, false) AS orders) s WHERE s.id IN (SELECT id FROM pgbranch_history.as_of(NULL::t, ($2)::timestamptz, false) AS t)"
+            "SELECT * FROM (SELECT id FROM pgbranch_history.as_of(NULL::orders, ($1)::pg_catalog.timestamptz, false) AS orders) s WHERE s.id IN (SELECT id FROM pgbranch_history.as_of(NULL::t, ($2)::pg_catalog.timestamptz, false) AS t)"
         );
         assert_eq!(
             rw("WITH old AS (SELECT * FROM orders AS OF '2026-01-01') SELECT * FROM old JOIN orders USING (id)"),
-            "WITH old AS (SELECT * FROM pgbranch_history.as_of(NULL::orders, ('2026-01-01')::timestamptz, false) AS orders) SELECT * FROM old JOIN orders USING (id)"
+            "WITH old AS (SELECT * FROM pgbranch_history.as_of(NULL::orders, ('2026-01-01')::pg_catalog.timestamptz, false) AS orders) SELECT * FROM old JOIN orders USING (id)"
         );
         // A parenthesised join.
         assert_eq!(
             rw("SELECT * FROM (a AS OF $1 JOIN b ON true)"),
-            "SELECT * FROM (pgbranch_history.as_of(NULL::a, ($1)::timestamptz, false) AS a JOIN b ON true)"
+            "SELECT * FROM (pgbranch_history.as_of(NULL::a, ($1)::pg_catalog.timestamptz, false) AS a JOIN b ON true)"
         );
     }
 
@@ -1417,19 +1417,19 @@ mod tests {
     fn other_statements() {
         assert_eq!(
             rw("INSERT INTO t SELECT * FROM t AS OF $1 WHERE id = 1"),
-            "INSERT INTO t SELECT * FROM pgbranch_history.as_of(NULL::t, ($1)::timestamptz, false) AS t WHERE id = 1"
+            "INSERT INTO t SELECT * FROM pgbranch_history.as_of(NULL::t, ($1)::pg_catalog.timestamptz, false) AS t WHERE id = 1"
         );
         assert_eq!(
             rw("UPDATE t SET a = o.a FROM t AS OF $1 o WHERE o.id = t.id"),
-            "UPDATE t SET a = o.a FROM pgbranch_history.as_of(NULL::t, ($1)::timestamptz, false) AS o WHERE o.id = t.id"
+            "UPDATE t SET a = o.a FROM pgbranch_history.as_of(NULL::t, ($1)::pg_catalog.timestamptz, false) AS o WHERE o.id = t.id"
         );
         assert_eq!(
             rw("DELETE FROM t USING t AS OF $1 AS o WHERE o.id = t.id"),
-            "DELETE FROM t USING pgbranch_history.as_of(NULL::t, ($1)::timestamptz, false) AS o WHERE o.id = t.id"
+            "DELETE FROM t USING pgbranch_history.as_of(NULL::t, ($1)::pg_catalog.timestamptz, false) AS o WHERE o.id = t.id"
         );
         assert_eq!(
             rw("SELECT 1; TABLE t AS OF $1; SELECT * FROM u AS OF $2"),
-            "SELECT 1; SELECT * FROM pgbranch_history.as_of(NULL::t, ($1)::timestamptz, false) AS t; SELECT * FROM pgbranch_history.as_of(NULL::u, ($2)::timestamptz, false) AS u"
+            "SELECT 1; SELECT * FROM pgbranch_history.as_of(NULL::t, ($1)::pg_catalog.timestamptz, false) AS t; SELECT * FROM pgbranch_history.as_of(NULL::u, ($2)::pg_catalog.timestamptz, false) AS u"
         );
     }
 
@@ -1437,7 +1437,7 @@ mod tests {
     fn expression_extent() {
         let base = "SELECT * FROM t AS OF now() - interval '1 hour'";
         let call =
-            "pgbranch_history.as_of(NULL::t, (now() - interval '1 hour')::timestamptz, false)";
+            "pgbranch_history.as_of(NULL::t, (now() - interval '1 hour')::pg_catalog.timestamptz, false)";
         assert_eq!(
             rw(&format!("{base} WHERE x = 1")),
             format!("SELECT * FROM {call} AS t WHERE x = 1")
@@ -1461,28 +1461,28 @@ mod tests {
         // Casts, AT TIME ZONE, CASE, typed literals, IS DISTINCT FROM.
         assert_eq!(
             rw("SELECT * FROM t AS OF '2026-01-01'::timestamp with time zone AT TIME ZONE 'UTC' x"),
-            "SELECT * FROM pgbranch_history.as_of(NULL::t, ('2026-01-01'::timestamp with time zone AT TIME ZONE 'UTC')::timestamptz, false) AS x"
+            "SELECT * FROM pgbranch_history.as_of(NULL::t, ('2026-01-01'::timestamp with time zone AT TIME ZONE 'UTC')::pg_catalog.timestamptz, false) AS x"
         );
         assert_eq!(
             rw("SELECT * FROM t AS OF CASE WHEN $1 IS NULL THEN now() ELSE $1 END x"),
-            "SELECT * FROM pgbranch_history.as_of(NULL::t, (CASE WHEN $1 IS NULL THEN now() ELSE $1 END)::timestamptz, false) AS x"
+            "SELECT * FROM pgbranch_history.as_of(NULL::t, (CASE WHEN $1 IS NULL THEN now() ELSE $1 END)::pg_catalog.timestamptz, false) AS x"
         );
         assert_eq!(
             rw("SELECT * FROM t AS OF $1::timestamptz(3) + interval '1' day x"),
-            "SELECT * FROM pgbranch_history.as_of(NULL::t, ($1::timestamptz(3) + interval '1' day)::timestamptz, false) AS x"
+            "SELECT * FROM pgbranch_history.as_of(NULL::t, ($1::timestamptz(3) + interval '1' day)::pg_catalog.timestamptz, false) AS x"
         );
         assert_eq!(
             rw("SELECT * FROM t AS OF (SELECT max(ts) FROM log AS OF $1)"),
-            "SELECT * FROM pgbranch_history.as_of(NULL::t, ((SELECT max(ts) FROM pgbranch_history.as_of(NULL::log, ($1)::timestamptz, false) AS log))::timestamptz, false) AS t"
+            "SELECT * FROM pgbranch_history.as_of(NULL::t, ((SELECT max(ts) FROM pgbranch_history.as_of(NULL::log, ($1)::pg_catalog.timestamptz, false) AS log))::pg_catalog.timestamptz, false) AS t"
         );
         // No space between the expression and what follows.
         assert_eq!(
             rw("SELECT * FROM t AS OF '2026-01-01'o"),
-            "SELECT * FROM pgbranch_history.as_of(NULL::t, ('2026-01-01')::timestamptz, false) AS o"
+            "SELECT * FROM pgbranch_history.as_of(NULL::t, ('2026-01-01')::pg_catalog.timestamptz, false) AS o"
         );
         assert_eq!(
             rw("SELECT * FROM\"t\" AS OF $1)"),
-            "SELECT * FROM pgbranch_history.as_of(NULL::\"t\", ($1)::timestamptz, false) AS \"t\")"
+            "SELECT * FROM pgbranch_history.as_of(NULL::\"t\", ($1)::pg_catalog.timestamptz, false) AS \"t\")"
         );
     }
 
@@ -1492,11 +1492,11 @@ mod tests {
         // stay.
         assert_eq!(
             rw("SELECT '--AS OF x' /* AS OF y */ FROM t /* c */ AS OF /* when */ $1 -- AS OF\n WHERE 1=1"),
-            "SELECT '--AS OF x' /* AS OF y */ FROM pgbranch_history.as_of(NULL::t, ($1)::timestamptz, false) AS t -- AS OF\n WHERE 1=1"
+            "SELECT '--AS OF x' /* AS OF y */ FROM pgbranch_history.as_of(NULL::t, ($1)::pg_catalog.timestamptz, false) AS t -- AS OF\n WHERE 1=1"
         );
         assert_eq!(
             rw("SELECT * FROM t AS OF now() /* a */ - /* b */ interval '1 day' -- c\n x"),
-            "SELECT * FROM pgbranch_history.as_of(NULL::t, (now() /* a */ - /* b */ interval '1 day')::timestamptz, false) AS -- c\n x"
+            "SELECT * FROM pgbranch_history.as_of(NULL::t, (now() /* a */ - /* b */ interval '1 day')::pg_catalog.timestamptz, false) AS -- c\n x"
         );
     }
 
@@ -1602,7 +1602,7 @@ mod tests {
 
     #[test]
     fn session_wraps_plain_tables() {
-        let at = "('2026-01-01 00:00:00+00')::timestamptz, true)";
+        let at = "('2026-01-01 00:00:00+00')::pg_catalog.timestamptz, true)";
         assert_eq!(
             session("SELECT * FROM orders WHERE id = 1"),
             format!(
@@ -1661,7 +1661,7 @@ mod tests {
         ] {
             assert_eq!(session(sql), sql, "{sql}");
         }
-        let at = "('2026-01-01 00:00:00+00')::timestamptz, true)";
+        let at = "('2026-01-01 00:00:00+00')::pg_catalog.timestamptz, true)";
         assert_eq!(
             session("WITH x AS (SELECT * FROM t) SELECT * FROM x JOIN y USING (id)"),
             format!("WITH x AS (SELECT * FROM pgbranch_history.as_of(NULL::t, {at} AS t) SELECT * FROM x JOIN pgbranch_history.as_of(NULL::y, {at} AS y USING (id)")
@@ -1674,7 +1674,7 @@ mod tests {
 
     #[test]
     fn session_other_commands() {
-        let at = "('2026-01-01 00:00:00+00')::timestamptz, true)";
+        let at = "('2026-01-01 00:00:00+00')::pg_catalog.timestamptz, true)";
         let w = |n: &str| format!("pgbranch_history.as_of(NULL::{n}, {at} AS {n}");
         for (sql, want) in [
             (
@@ -1723,10 +1723,10 @@ mod tests {
 
     #[test]
     fn session_keeps_explicit_times() {
-        let at = "('2026-01-01 00:00:00+00')::timestamptz, true)";
+        let at = "('2026-01-01 00:00:00+00')::pg_catalog.timestamptz, true)";
         assert_eq!(
             session("SELECT * FROM a AS OF $1 JOIN b ON true JOIN c FOR SYSTEM_TIME ALL h ON true"),
-            format!("SELECT * FROM pgbranch_history.as_of(NULL::a, ($1)::timestamptz, false) AS a JOIN pgbranch_history.as_of(NULL::b, {at} AS b ON true JOIN pgbranch_history.versions(NULL::c, '-infinity'::timestamptz, 'infinity'::timestamptz, true) AS h ON true")
+            format!("SELECT * FROM pgbranch_history.as_of(NULL::a, ($1)::pg_catalog.timestamptz, false) AS a JOIN pgbranch_history.as_of(NULL::b, {at} AS b ON true JOIN pgbranch_history.versions(NULL::c, '-infinity'::pg_catalog.timestamptz, 'infinity'::pg_catalog.timestamptz, true) AS h ON true")
         );
     }
 

@@ -141,7 +141,7 @@ pub fn to_sql(command: &Command) -> String {
         // The time is the client's own expression, evaluated as the
         // client's statement would be.
         Command::Restore { table, at } => format!(
-            "SELECT pgbranch.restore_table({}::regclass, ({at})::timestamptz) AS restore",
+            "SELECT pgbranch.restore_table({}::regclass, ({at})::pg_catalog.timestamptz) AS restore",
             literal(table)
         ),
     }
