@@ -637,15 +637,17 @@ async fn tables_are_versioned_at_creation_by_clause_or_by_pattern() {
         )
     };
     // The clause, in simple protocol; the table answers AS OF at once.
-    let rows = simple_rows(
+    let results = simple_results(
         &c,
         "CREATE TABLE orders (id int PRIMARY KEY, qty int) WITH SYSTEM VERSIONING",
     )
     .await;
+    let rows: Vec<&Vec<String>> = results.iter().flatten().collect();
     assert!(
         rows.is_empty(),
         "the client sees only its CREATE TABLE: {rows:?}"
     );
+    assert_eq!(results.len(), 1, "one result: {results:?}");
     c.batch_execute("INSERT INTO orders VALUES (1, 1)")
         .await
         .unwrap();
@@ -703,6 +705,37 @@ async fn tables_are_versioned_at_creation_by_clause_or_by_pattern() {
         recorded,
         ["CREATE TABLE orders (id int PRIMARY KEY, qty int)"],
         "recorded without the clause"
+    );
+    // A table that cannot be versioned is not created either: alone, in
+    // the extended protocol, and with another CREATE TABLE in its Query.
+    let e = c
+        .batch_execute("CREATE TABLE unkeyed (x int) WITH SYSTEM VERSIONING")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
+    let e = c
+        .execute("CREATE TABLE unkeyed (x int) WITH SYSTEM VERSIONING", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
+    let e = c
+        .batch_execute(
+            "CREATE TABLE ok1 (id int PRIMARY KEY);
+             CREATE UNLOGGED TABLE u (id int PRIMARY KEY) WITH SYSTEM VERSIONING",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
+    let left: Vec<String> = column(
+        &c,
+        "SELECT relname::text FROM pg_class
+         WHERE relnamespace = 'public'::regnamespace AND relname IN ('unkeyed', 'ok1', 'u')",
+    )
+    .await;
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "a refused versioning created a table"
     );
     // On a branch the clause is refused.
     c.batch_execute("CREATE BRANCH b").await.unwrap();
@@ -772,11 +805,15 @@ async fn set_pgbranch_as_of_moves_a_session_into_the_past_and_back() {
     let balance = || scalar::<i32>(&x, "SELECT balance FROM acct WHERE id = 1");
     let shown = || scalar::<String>(&x, "SHOW pgbranch.as_of");
     assert_eq!(shown().await, "off");
+    // A SHOW prepared now answers with the time of its Parse (documented).
+    let show = x.prepare("SHOW pgbranch.as_of").await.unwrap();
     x.execute(&format!("SET pgbranch.as_of = '{then}'"), &[])
         .await
         .unwrap();
     assert_eq!(balance().await, 10);
     assert!(shown().await.starts_with(&then[..19]), "{}", shown().await);
+    let prepared: String = x.query_one(&show, &[]).await.unwrap().get(0);
+    assert_eq!(prepared, "off");
     let e = x
         .execute("UPDATE acct SET balance = 0", &[])
         .await
@@ -1274,6 +1311,30 @@ async fn migration_4_remakes_the_triggers_of_tables_versioned_before_it() {
         "{}",
         message(&e)
     );
+    let version: i32 = scalar(&c, "SELECT max(version) FROM pgbranch.migrations").await;
+    assert_eq!(version, 3, "the refused upgrade left nothing");
+    let untouched: Vec<String> = column(
+        &c,
+        "SELECT tgname || ':' || coalesce(tgoldtable, '-') FROM pg_trigger
+         WHERE tgrelid = 'm'::regclass AND tgname LIKE 'pgbranch_versioning_%' ORDER BY 1",
+    )
+    .await;
+    assert!(
+        untouched.contains(&"pgbranch_versioning_update:pgbranch_old".to_string())
+            && !untouched
+                .iter()
+                .any(|t| t.starts_with("pgbranch_versioning_rekey")),
+        "{untouched:?}"
+    );
+    let views_table: bool =
+        scalar(&c, "SELECT to_regclass('pgbranch.versioned_views') IS NULL").await;
+    assert!(views_table, "migration 4's table appeared");
+    let created: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM pg_class WHERE relname = 'by_owner_2'",
+    )
+    .await;
+    assert_eq!(created, 0);
     // The next recorded change by a role that may, upgrades.
     c.batch_execute("CREATE TABLE other (a int)").await.unwrap();
     let version: i32 = scalar(&c, "SELECT max(version) FROM pgbranch.migrations").await;
@@ -1441,11 +1502,41 @@ async fn views_over_versioned_tables_answer_as_of_and_in_as_of_sessions() {
         message(&e).contains("reads no system-versioned table"),
         "{e}"
     );
-    let e = c
-        .query("SELECT * FROM big_orders FOR SYSTEM_TIME ALL", &[])
+    for range in [
+        "ALL".to_string(),
+        format!("FROM '{t0}' TO now()"),
+        format!("BETWEEN '{t0}' AND now()"),
+    ] {
+        let e = c
+            .query(
+                &format!("SELECT * FROM big_orders FOR SYSTEM_TIME {range}"),
+                &[],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "0A000", "{range}: {e}");
+    }
+    // The view's function reads history with the reader's privileges: a
+    // role that may read the view (live) but not its table may not read
+    // it in the past.
+    c.batch_execute(
+        "DROP ROLE IF EXISTS tt_view_reader; CREATE ROLE tt_view_reader LOGIN;
+         GRANT SELECT ON unaliased TO tt_view_reader",
+    )
+    .await
+    .unwrap();
+    let reader = connect(&proxy.conn_str("tt_view_reader", &db)).await;
+    assert_eq!(column::<String>(&reader, &read(una, None)).await.len(), 3);
+    let e = reader.query(&read(una, Some(&t0)), &[]).await.unwrap_err();
+    assert_eq!(code(&e), "42501", "{e}");
+    // Straight to PostgreSQL (not through pgbranch), the view cannot be
+    // dropped: its function depends on its row type.
+    let direct = connect(&db_url(&db)).await;
+    let e = direct
+        .batch_execute("DROP VIEW unaliased")
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "0A000", "{e}");
+    assert_eq!(code(&e), "2BP01", "{e}");
     // Views follow their definitions: replaced with a new column, then
     // dropped, through pgbranch.
     c.batch_execute(
@@ -1464,6 +1555,17 @@ async fn views_over_versioned_tables_answer_as_of_and_in_as_of_sessions() {
     assert_eq!(column::<String>(&c, &read(una, Some(&t0))).await, then[2]);
     let listed: i64 = scalar(&c, "SELECT count(*) FROM pgbranch.versioned_views").await;
     assert_eq!(listed, 2);
+    // A rename through pgbranch keeps the view's past.
+    c.batch_execute("ALTER VIEW unaliased RENAME TO una2")
+        .await
+        .unwrap();
+    assert_eq!(
+        column::<String>(&c, &read(&una.replace("unaliased", "una2"), Some(&t0))).await,
+        then[2]
+    );
+    c.batch_execute("DROP OWNED BY tt_view_reader; DROP ROLE tt_view_reader")
+        .await
+        .unwrap();
     proxy.stop().await;
 }
 
@@ -1490,7 +1592,7 @@ async fn versioning_commands_work_inside_a_multi_statement_query() {
     let t0 = snapshot_time(&c).await;
     // The client sees one result per statement of its own (simple
     // protocol): none of the proxy's.
-    let rows = simple_rows(
+    let results = simple_results(
         &c,
         &format!(
             "UPDATE a SET v = 'z'; SELECT count(*) FROM a WHERE v = 'z';
@@ -1498,6 +1600,8 @@ async fn versioning_commands_work_inside_a_multi_statement_query() {
         ),
     )
     .await;
+    assert_eq!(results.len(), 4, "one result per statement: {results:?}");
+    let rows: Vec<Vec<String>> = results.into_iter().flatten().collect();
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert_eq!(rows[0], ["2"]);
     assert!(rows[1][0].starts_with("restored public.a"), "{rows:?}");
@@ -1505,7 +1609,7 @@ async fn versioning_commands_work_inside_a_multi_statement_query() {
     // The other statements of such a Query keep their AS OF clauses, and
     // the proxy's statements (the check, the versioning of a created
     // table) give the client no result.
-    let rows = simple_rows(
+    let results = simple_results(
         &c,
         &format!(
             "CREATE TABLE c2 (id int PRIMARY KEY) WITH SYSTEM VERSIONING;
@@ -1513,6 +1617,8 @@ async fn versioning_commands_work_inside_a_multi_statement_query() {
         ),
     )
     .await;
+    assert_eq!(results.len(), 3, "one result per statement: {results:?}");
+    let rows: Vec<Vec<String>> = results.into_iter().flatten().collect();
     assert_eq!(rows, [["2"], ["0"]]);
     // Recorded like any schema change; dropped again in a batch.
     let recorded: i64 = scalar(

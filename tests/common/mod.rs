@@ -589,6 +589,32 @@ where
 
 /// The rows of `sql` run with the simple query protocol, every value as
 /// text (NULL as "").
+/// A simple-protocol Query's results, one per CommandComplete the client
+/// receives, each with its rows as text (what a client counts as the
+/// Query's statements).
+pub async fn simple_results(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Vec<String>>> {
+    let mut results = Vec::new();
+    let mut rows = Vec::new();
+    for m in client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+    {
+        match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => rows.push(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or_default().to_string())
+                    .collect(),
+            ),
+            tokio_postgres::SimpleQueryMessage::CommandComplete(_) => {
+                results.push(std::mem::take(&mut rows))
+            }
+            _ => {}
+        }
+    }
+    results
+}
+
 pub async fn simple_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
     client
         .simple_query(sql)
