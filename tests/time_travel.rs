@@ -31,10 +31,6 @@ fn message(e: &tokio_postgres::Error) -> String {
 }
 
 /// The database's clock, as the history records it.
-async fn db_now(c: &tokio_postgres::Client) -> String {
-    scalar(c, "SELECT now()::text").await
-}
-
 #[tokio::test]
 async fn history_functions_answer_as_of_through_sql() {
     let db = cluster().fresh_db();
@@ -48,15 +44,15 @@ async fn history_functions_answer_as_of_through_sql() {
         .unwrap();
     let msg: String = scalar(&c, "SELECT pgbranch.enable_versioning('acct')").await;
     assert!(msg.contains("enabled"), "{msg}");
-    let t0 = db_now(&c).await;
+    let t0 = snapshot_time(&c).await;
     c.batch_execute("UPDATE acct SET balance = balance + 5 WHERE id = 1")
         .await
         .unwrap();
-    let t1 = db_now(&c).await;
+    let t1 = snapshot_time(&c).await;
     c.batch_execute("BEGIN; DELETE FROM acct WHERE id = 2; INSERT INTO acct VALUES (3, 'cy', 30); UPDATE acct SET balance = 31 WHERE id = 3; COMMIT")
         .await
         .unwrap();
-    let t2 = db_now(&c).await;
+    let t2 = snapshot_time(&c).await;
     c.batch_execute("BEGIN; UPDATE acct SET balance = 0; ROLLBACK")
         .await
         .unwrap();
@@ -69,7 +65,7 @@ async fn history_functions_answer_as_of_through_sql() {
     assert_eq!(column::<String>(&c, &at(&t0)).await, ["1:10", "2:20"]);
     assert_eq!(column::<String>(&c, &at(&t1)).await, ["1:15", "2:20"]);
     assert_eq!(column::<String>(&c, &at(&t2)).await, ["1:15", "3:31"]);
-    let now = db_now(&c).await;
+    let now = snapshot_time(&c).await;
     assert_eq!(column::<String>(&c, &at(&now)).await, ["3:31", "10:15"]);
     let e = c
         .query(
@@ -173,7 +169,7 @@ async fn snapshot(c: &tokio_postgres::Client, client_col: &str) -> Moment {
     c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await
         .unwrap();
-    let at: String = scalar(c, "SELECT now()::text").await;
+    let at: String = snapshot_time(c).await;
     let rows = c
         .query(
             &format!("SELECT id, {client_col}, qty::bigint FROM orders ORDER BY id"),
@@ -380,13 +376,7 @@ async fn an_as_of_session_sees_every_versioned_table_then_and_writes_nothing() {
     c.batch_execute("UPDATE acct SET balance = balance * 100; DELETE FROM acct WHERE id = 2; INSERT INTO acct VALUES (3, 30)")
         .await
         .unwrap();
-    // Options cannot hold a space unescaped: ISO 8601 with a T.
-    let at = then.replace(' ', "T");
-    let past = connect(&format!(
-        "{} options='-c as_of={at}'",
-        proxy.conn_str("postgres", &db)
-    ))
-    .await;
+    let past = connect(&as_of_session(&proxy, &db, &then)).await;
     // The application's own SQL, unchanged, sees the past.
     let q = "SELECT a.id || ':' || a.balance || ':' || coalesce(p.label, '-') FROM acct a LEFT JOIN plain p USING (id) ORDER BY a.id";
     let simple: Vec<String> = simple_rows(&past, q)
@@ -432,6 +422,17 @@ async fn an_as_of_session_sees_every_versioned_table_then_and_writes_nothing() {
     let e = bad.err().expect("refused");
     assert_eq!(code(&e), "22007", "{e:?}");
     proxy.stop().await;
+}
+
+/// A connection string for an as-of session at `at` (a time as
+/// `now()::text` prints it).
+fn as_of_session(proxy: &TestProxy, db: &str, at: &str) -> String {
+    // Options cannot hold a space unescaped: ISO 8601 with a T.
+    format!(
+        "{} options='-c as_of={}'",
+        proxy.conn_str("postgres", db),
+        at.replace(' ', "T")
+    )
 }
 
 /// The database's time after everything committed so far.
@@ -989,16 +990,16 @@ async fn overlapping_transactions_never_give_a_key_two_versions() {
     // changes it too (READ COMMITTED: it sees B's row) and commits.
     let a = connect(&proxy.conn_str("postgres", &db)).await;
     a.batch_execute("BEGIN").await.unwrap();
-    let a_start: String = scalar(&a, "SELECT now()::text").await;
+    let a_start: String = snapshot_time(&a).await;
     b.batch_execute("UPDATE t SET v = 'b' WHERE id = 7")
         .await
         .unwrap();
-    let b_start: String = scalar(&b, "SELECT now()::text").await;
+    let after_b: String = snapshot_time(&b).await;
     a.batch_execute("UPDATE t SET v = 'a' WHERE id = 7; COMMIT")
         .await
         .unwrap();
     // At every moment, one version of key 7: A's from A's start on.
-    for at in [&a_start, &b_start, &snapshot_time(&b).await] {
+    for at in [&a_start, &after_b, &snapshot_time(&b).await] {
         let seen: Vec<String> = column(
             &b,
             &format!("SELECT v FROM t AS OF TIMESTAMP '{at}' WHERE id = 7"),
@@ -1484,12 +1485,7 @@ async fn views_over_versioned_tables_answer_as_of_and_in_as_of_sessions() {
     .await;
     assert_eq!(labels, ["public.orders o|public.orders"]);
     // An as-of session sees the views then, its SQL unchanged.
-    let past = connect(&format!(
-        "{} options='-c as_of={}'",
-        proxy.conn_str("postgres", &db),
-        t0.replace(' ', "T")
-    ))
-    .await;
+    let past = connect(&as_of_session(&proxy, &db, &t0)).await;
     assert_eq!(column::<String>(&past, &read(tot, None)).await, then[1]);
     assert_eq!(column::<String>(&past, &read(una, None)).await, then[2]);
     // A view reading no versioned table has no past; ranges need a table.
@@ -1649,11 +1645,7 @@ async fn versioning_commands_work_inside_a_multi_statement_query() {
     c.batch_execute("CREATE BRANCH side FROM main")
         .await
         .unwrap();
-    let side = connect(&format!(
-        "{} options='-c branch=side'",
-        proxy.conn_str("postgres", &db)
-    ))
-    .await;
+    let side = connect(&on_branch(&proxy, &db, "side")).await;
     let e = side
         .batch_execute("SELECT 1; ALTER TABLE b ADD SYSTEM VERSIONING")
         .await
