@@ -66,7 +66,6 @@ install_cleanup
 check_params() {
     require_positive BRANCH_ROUNDS BRANCH_TABLES SCALE
     [[ $BRANCH_TABLES -le 999 ]] || die "BRANCH_TABLES must be at most 999 (tables are named t001..t999)"
-    command -v psql >/dev/null || die "psql not found (apt-get install -y postgresql-client)"
     check_tools
 }
 

@@ -71,8 +71,7 @@ check_params() {
     require_positive DURATION ROUNDS SCALE EXTRA_TABLES BREAKDOWN_TXNS
     require_non_negative WARMUP
     DDL_TXNS=${DDL_TXNS:-$((DURATION * 20))}
-    [[ $DDL_TXNS =~ ^[1-9][0-9]*$ ]] || die "DDL_TXNS must be a positive integer (got '$DDL_TXNS')"
-    command -v psql >/dev/null || die "psql not found (apt-get install -y postgresql-client)"
+    require_positive DDL_TXNS
     check_tools
 }
 

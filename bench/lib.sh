@@ -86,6 +86,7 @@ remove_tmp() {
 # The checks both scripts need before anything starts.
 check_tools() {
     command -v pgbench >/dev/null || die "pgbench not found (apt-get install -y postgresql-client)"
+    command -v psql >/dev/null || die "psql not found (apt-get install -y postgresql-client)"
     if [[ $EUID -eq 0 ]]; then
         id postgres >/dev/null 2>&1 || die "running as root needs the 'postgres' system user (apt-get install -y postgresql)"
     fi

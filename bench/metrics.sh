@@ -63,7 +63,6 @@ install_cleanup
 check_params() {
     require_positive DURATION ROUNDS SCALE CLIENTS THREADS
     require_non_negative WARMUP
-    command -v psql >/dev/null || die "psql not found (apt-get install -y postgresql-client)"
     check_tools
 }
 

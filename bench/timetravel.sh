@@ -82,7 +82,6 @@ check_params() {
     ((UPDATES % UPDATE_BATCH == 0)) || die "UPDATES ($UPDATES) must be a multiple of UPDATE_BATCH ($UPDATE_BATCH)"
     ((ACCOUNTS % UPDATE_BATCH == 0)) ||
         die "UPDATE_BATCH ($UPDATE_BATCH) must divide the $ACCOUNTS accounts of scale $SCALE"
-    command -v psql >/dev/null || die "psql not found (apt-get install -y postgresql-client)"
     check_tools
 }
 
