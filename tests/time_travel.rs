@@ -435,6 +435,13 @@ fn as_of_session(proxy: &TestProxy, db: &str, at: &str) -> String {
     )
 }
 
+/// `select` (`SELECT ... FROM table`, one text column) read AS OF the
+/// database's time now, then `rest` (ORDER BY, WHERE ...).
+async fn as_of_now(c: &tokio_postgres::Client, select: &str, rest: &str) -> Vec<String> {
+    let now = snapshot_time(c).await;
+    column(c, &format!("{select} AS OF TIMESTAMP '{now}' {rest}")).await
+}
+
 /// The database's time after everything committed so far.
 async fn snapshot_time(c: &tokio_postgres::Client) -> String {
     scalar(c, "SELECT now()::text").await
@@ -1191,12 +1198,7 @@ async fn history_triggers_ignore_the_writers_search_path() {
     )
     .await
     .unwrap();
-    let now = snapshot_time(&c).await;
-    let seen: Vec<String> = column(
-        &c,
-        &format!("SELECT id || v FROM h AS OF TIMESTAMP '{now}' ORDER BY id"),
-    )
-    .await;
+    let seen = as_of_now(&c, "SELECT id || v FROM h", "ORDER BY id").await;
     assert_eq!(seen, ["3b"]);
     // The hostile operator is in effect in the writer's session (so the
     // writes above did meet it), and the writer's own AS OF read, which
@@ -1206,6 +1208,7 @@ async fn history_triggers_ignore_the_writers_search_path() {
         .await
         .unwrap_err();
     assert!(format!("{e:?}").contains("hostile code ran"), "{e:?}");
+    let now = snapshot_time(&c).await;
     let seen: Vec<String> = simple_rows(
         &w,
         &format!("SELECT id || v FROM public.h AS OF TIMESTAMP '{now}'"),
@@ -1376,12 +1379,7 @@ async fn migration_4_remakes_the_triggers_of_tables_versioned_before_it() {
     c.batch_execute("UPDATE m SET id = 3 WHERE id = 1; UPDATE m SET v = 5")
         .await
         .unwrap();
-    let now = snapshot_time(&c).await;
-    let seen: Vec<String> = column(
-        &c,
-        &format!("SELECT id || ':' || v FROM m AS OF TIMESTAMP '{now}' ORDER BY id"),
-    )
-    .await;
+    let seen = as_of_now(&c, "SELECT id || ':' || v FROM m", "ORDER BY id").await;
     assert_eq!(seen, ["2:5", "3:5"]);
     owner
         .batch_execute("CREATE TABLE by_owner_2 (a int)")
@@ -1393,12 +1391,7 @@ async fn migration_4_remakes_the_triggers_of_tables_versioned_before_it() {
     c.batch_execute("ALTER TABLE m ADD COLUMN w int DEFAULT 7")
         .await
         .unwrap();
-    let now = snapshot_time(&c).await;
-    let seen: Vec<String> = column(
-        &c,
-        &format!("SELECT id || ':' || w FROM m AS OF TIMESTAMP '{now}' ORDER BY id"),
-    )
-    .await;
+    let seen = as_of_now(&c, "SELECT id || ':' || w FROM m", "ORDER BY id").await;
     assert_eq!(seen, ["2:7", "3:7"]);
     let lent: bool = scalar(
         &c,
@@ -1693,12 +1686,7 @@ async fn merging_a_branch_changes_and_drops_versioned_objects_on_main() {
     c.batch_execute("UPDATE t SET id = 5000000000 WHERE id = 1")
         .await
         .unwrap();
-    let now = snapshot_time(&c).await;
-    let seen: Vec<String> = column(
-        &c,
-        &format!("SELECT id || ':' || v FROM t AS OF TIMESTAMP '{now}'"),
-    )
-    .await;
+    let seen = as_of_now(&c, "SELECT id || ':' || v FROM t", "").await;
     assert_eq!(seen, ["5000000000:a"]);
     let dropped: i64 = scalar(
         &c,
