@@ -147,7 +147,7 @@ wait_ready() {
     die "$name not ready"
 }
 
-# Builds the release binaries; sets PGBRANCH_BIN and FORWARDER_BIN.
+# Builds the release binaries; sets PGBRANCH_BIN, FORWARDER_BIN and EPOLL_BIN.
 build() {
     log "building release binaries (cargo build --release --bins) ..."
     (cd "$REPO" && cargo build --release --bins >&2)
@@ -155,6 +155,8 @@ build() {
     PGBRANCH_BIN=$REPO/target/release/pgbranch
     # shellcheck disable=SC2034 # used by run.sh
     FORWARDER_BIN=$REPO/target/release/pgbranch-bench-forwarder
+    # shellcheck disable=SC2034 # used by run.sh
+    EPOLL_BIN=$REPO/target/release/pgbranch-bench-epoll
 }
 
 # Creates and starts a PostgreSQL cluster in $TMP/pgdata on a free port;

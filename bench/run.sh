@@ -26,7 +26,9 @@ KEEP_TMP=${KEEP_TMP:-0}    # 1: keep the temp dir (logs) after the run
 # Scenarios: "label clients threads".
 SCENARIOS=("1-client 1 1" "8-clients 8 2")
 
-ALL_TARGETS="direct forwarder pgbouncer pgbranch"
+# epoll (bench/epoll_relay.rs, the least a relay can do per message) is
+# not in the default set: it bounds what any relay reaches here.
+ALL_TARGETS="direct forwarder epoll pgbouncer pgbranch"
 
 # Shared helpers (bench/lib.sh): log/die, processes, PostgreSQL setup,
 # pgbench parsing, medians and paired rounds; it also resets the libpq
@@ -40,6 +42,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # State shared with cleanup() (besides lib.sh's TMP, PG_BINDIR, PG_STARTED)
 # ---------------------------------------------------------------------------
 FORWARDER_PID=""
+EPOLL_PID=""
 PGBRANCH_PID=""
 PGBOUNCER_PIDFILE=""
 
@@ -48,6 +51,7 @@ cleanup() {
     set +e
     stop_pid "$PGBRANCH_PID"
     stop_pid "$FORWARDER_PID"
+    stop_pid "$EPOLL_PID"
     if [[ -n $PGBOUNCER_PIDFILE && -s $PGBOUNCER_PIDFILE ]]; then
         stop_pid "$(cat "$PGBOUNCER_PIDFILE")"
     fi
@@ -101,6 +105,14 @@ start_forwarder() {
     check_own_session "$FORWARDER_PID" forwarder
 }
 
+start_epoll() {
+    EPOLL_PORT=$(free_port)
+    as_daemon "$EPOLL_BIN" "127.0.0.1:$EPOLL_PORT" "127.0.0.1:$PG_PORT" >"$TMP/epoll.log" 2>&1 &
+    EPOLL_PID=$!
+    wait_ready "$EPOLL_PORT" "epoll relay" "$TMP/epoll.log"
+    check_own_session "$EPOLL_PID" "epoll relay"
+}
+
 start_pgbouncer() {
     PGBOUNCER_PORT=$(free_port)
     local dir=$TMP/pgbouncer
@@ -139,6 +151,7 @@ port_of() {
     case $1 in
     direct) echo "$PG_PORT" ;;
     forwarder) echo "$FORWARDER_PORT" ;;
+    epoll) echo "$EPOLL_PORT" ;;
     pgbouncer) echo "$PGBOUNCER_PORT" ;;
     pgbranch) echo "$PGBRANCH_PORT" ;;
     esac
@@ -148,6 +161,7 @@ log_of() {
     case $1 in
     direct) echo "$TMP/postgres.log" ;;
     forwarder) echo "$TMP/forwarder.log" ;;
+    epoll) echo "$TMP/epoll.log" ;;
     pgbouncer) echo "$TMP/pgbouncer/pgbouncer.log" ;;
     pgbranch) echo "$TMP/pgbranch.log" ;;
     esac
@@ -160,6 +174,7 @@ target_alive() {
     case $1 in
     direct) pid=$(head -1 "$TMP/pgdata/postmaster.pid" 2>/dev/null || true) ;;
     forwarder) pid=$FORWARDER_PID ;;
+    epoll) pid=$EPOLL_PID ;;
     pgbouncer) pid=$(cat "$PGBOUNCER_PIDFILE" 2>/dev/null || true) ;;
     pgbranch) pid=$PGBRANCH_PID ;;
     esac
@@ -174,6 +189,7 @@ target_alive() {
 proxy_pid() {
     case $1 in
     forwarder) echo "$FORWARDER_PID" ;;
+    epoll) echo "$EPOLL_PID" ;;
     pgbouncer) cat "$PGBOUNCER_PIDFILE" 2>/dev/null || true ;;
     pgbranch) echo "$PGBRANCH_PID" ;;
     *) echo "" ;;
@@ -258,11 +274,14 @@ report_scenario() {
     done
     echo "(TPS/direct: median of per-round ratios)"
     if has_target pgbranch; then
-        for t in direct forwarder pgbouncer; do
+        for t in direct forwarder epoll pgbouncer; do
             if has_target "$t"; then
                 printf 'pgbranch/%-9s TPS ratio: %s\n' "$t" "$(paired_summary "$scenario" pgbranch "$t" tps ratio %.3f)"
             fi
         done
+    fi
+    if has_target epoll && has_target pgbouncer; then
+        printf 'epoll/pgbouncer    TPS ratio: %s\n' "$(paired_summary "$scenario" epoll pgbouncer tps ratio %.3f)"
     fi
     # Added latency per hop matters most with one client, where every
     # microsecond of the proxy is on the critical path.
@@ -289,6 +308,9 @@ print_header() {
     echo "parameters: pgbench -i -s $SCALE; each run pgbench -n -S -M $MODE -T $DURATION -c C -j J -h 127.0.0.1 -p <target port> -U postgres postgres"
     echo "            PGSSLMODE=disable; all on 127.0.0.1 TCP; ${WARMUP}s unrecorded direct warm-up"
     echo "targets:    direct = PostgreSQL; forwarder = target/release/pgbranch-bench-forwarder (tokio copy_bidirectional);"
+    if has_target epoll; then
+        echo "            epoll = target/release/pgbranch-bench-epoll (one thread, epoll, one recv + one send per readable socket);"
+    fi
     echo "            pgbouncer = pool_mode=session auth_type=trust; pgbranch = pgbranch serve --upstream (PGBRANCH_LOG=warn)"
     echo "            every proxy in a session of its own (setsid; PgBouncer -d), sched_autogroup_enabled=$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo -)"
     local extra
@@ -313,6 +335,7 @@ main() {
     start_postgres
     init_pgbench
     if has_target forwarder; then start_forwarder; fi
+    if has_target epoll; then start_epoll; fi
     if has_target pgbouncer; then start_pgbouncer; fi
     if has_target pgbranch; then start_pgbranch; fi
 

@@ -6,9 +6,14 @@
 //! CommandComplete (or PortalSuspended, EmptyQueryResponse, ErrorResponse).
 //! The kind comes from the statement's first word (a prepared statement's
 //! from its Parse); the overhead is the time spent in the hooks for the
-//! statement's messages and responses. Nothing here allocates per
-//! statement: statement and portal names are kept as 64-bit hashes, the
-//! queue of statements in flight keeps its capacity.
+//! statement's messages and responses, read once per batch (what one
+//! read from a socket brought: a pipeline's messages, or a statement's
+//! responses) rather than once per message, and counted for the batch's
+//! last statement (client side) or the first it ends (server side).
+//! Nothing here allocates per statement: statement and portal names are
+//! kept as 64-bit hashes (the unnamed one and the last one used aside, so
+//! that the usual Bind and Execute hash nothing), the queue of statements
+//! in flight keeps its capacity.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
@@ -124,6 +129,75 @@ impl Prepared {
 
 type Hashed<V> = HashMap<u64, V, BuildHasherDefault<DefaultHasher>>;
 
+/// Prepared statements, or portals, by name. The unnamed one and the last
+/// named one found are kept aside: a client that binds the same prepared
+/// statement to the unnamed portal again and again hashes no name.
+#[derive(Default)]
+struct ByName {
+    unnamed: Option<Prepared>,
+    named: Hashed<Prepared>,
+    /// The last named entry found by [`ByName::get`] (its name, its value).
+    last: Option<(Vec<u8>, Prepared)>,
+}
+
+impl ByName {
+    fn get(&mut self, name: &[u8]) -> Option<Prepared> {
+        if name.is_empty() {
+            return self.unnamed;
+        }
+        if let Some((last, p)) = &self.last {
+            if last.as_slice() == name {
+                return Some(*p);
+            }
+        }
+        let p = self.named.get(&name_hash(name)).copied()?;
+        let (last, value) = self.last.get_or_insert_with(|| (Vec::new(), p));
+        last.clear();
+        last.extend_from_slice(name);
+        *value = p;
+        Some(p)
+    }
+
+    fn insert(&mut self, name: &[u8], p: Prepared) {
+        if name.is_empty() {
+            self.unnamed = Some(p);
+            return;
+        }
+        if let Some((last, value)) = &mut self.last {
+            if last.as_slice() == name {
+                *value = p;
+            }
+        }
+        self.named.insert(name_hash(name), p);
+    }
+
+    fn remove(&mut self, name: &[u8]) {
+        if name.is_empty() {
+            self.unnamed = None;
+            return;
+        }
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(last, _)| last.as_slice() == name)
+        {
+            self.last = None;
+        }
+        if !self.named.is_empty() {
+            self.named.remove(&name_hash(name));
+        }
+    }
+}
+
+/// The batch the relay is framing (see [`SessionHook::end_of_batch`]).
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    /// When its first message reached the hook: the time of all of them.
+    start: Instant,
+    /// From the client (else from the server).
+    client: bool,
+}
+
 fn name_hash(name: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
     name.hash(&mut h);
@@ -208,11 +282,18 @@ pub struct MetricsHook {
     inner: Box<dyn SessionHook>,
     metrics: Arc<StatementMetrics>,
     session: BranchSession,
-    statements: Hashed<Prepared>,
-    portals: Hashed<Prepared>,
+    statements: ByName,
+    portals: ByName,
     in_flight: VecDeque<Entry>,
     /// Hook time not yet attributed to a statement (Parse, Bind...).
     overhead_ns: u64,
+    /// The batch being framed, once a message of it reached the hook.
+    batch: Option<Batch>,
+    /// Whether the client batch queued a Query or Execute.
+    queued_in_batch: bool,
+    /// Statements the server batch ended (with their durations), recorded
+    /// at its end once its hook time is known.
+    finished: Vec<(Entry, Protocol, u64)>,
     /// The branch the session is on (its label may be `other`).
     branch: String,
     /// Transaction status of the last ReadyForQuery.
@@ -234,10 +315,13 @@ impl MetricsHook {
             inner,
             metrics,
             session,
-            statements: Hashed::default(),
-            portals: Hashed::default(),
+            statements: ByName::default(),
+            portals: ByName::default(),
             in_flight: VecDeque::with_capacity(16),
             overhead_ns: 0,
+            batch: None,
+            queued_in_batch: false,
+            finished: Vec::with_capacity(4),
             branch: info.branch.clone(),
             tx_status: b'I',
             tx_start: None,
@@ -256,7 +340,20 @@ impl MetricsHook {
         (self.slow_ns() > 0).then(|| Text::of(sql))
     }
 
+    /// The time of the batch being framed (read at its first message).
+    fn batch_time(&mut self, client: bool) -> Instant {
+        self.batch
+            .get_or_insert_with(|| Batch {
+                start: Instant::now(),
+                client,
+            })
+            .start
+    }
+
     fn push(&mut self, slot: Slot, prepared: Prepared, start: Instant) {
+        if slot != Slot::Sync {
+            self.queued_in_batch = true;
+        }
         let mut actions = [None; MAX_ACTIONS];
         actions[0] = prepared.action;
         self.in_flight.push_back(Entry {
@@ -270,9 +367,14 @@ impl MetricsHook {
         });
     }
 
+    /// A statement ended at `now`: recorded at the end of the batch.
     fn finish(&mut self, e: Entry, protocol: Protocol, now: Instant) {
-        let stats = self.session.stats();
         let ns = now.duration_since(e.start).as_nanos() as u64;
+        self.finished.push((e, protocol, ns));
+    }
+
+    fn record(&mut self, e: Entry, protocol: Protocol, ns: u64) {
+        let stats = self.session.stats();
         stats.record(e.kind, protocol, ns);
         let slow_ns = self.slow_ns();
         if slow_ns > 0 && ns >= slow_ns {
@@ -297,15 +399,42 @@ impl MetricsHook {
         }
     }
 
-    /// Follows the metrics counters to the branch the session is on now.
+    /// Follows the metrics counters to the branch the session is on now;
+    /// statements that ended before count on the branch they ran on.
     fn follow_branch(&mut self) {
-        let Some(b) = self.inner.branch() else {
-            return;
-        };
-        if b != self.branch {
-            self.branch = b.to_string();
-            self.session = BranchSession::new(self.metrics.branch(b));
+        match self.inner.branch() {
+            Some(b) if b != self.branch => {}
+            _ => return,
         }
+        if let Some(batch) = self.batch {
+            let spent = batch.start.elapsed().as_nanos() as u64;
+            self.batch = Some(Batch {
+                start: Instant::now(),
+                ..batch
+            });
+            self.record_finished(spent);
+        }
+        let b = self.inner.branch().expect("checked").to_string();
+        self.session = BranchSession::new(self.metrics.branch(&b));
+        self.branch = b;
+    }
+
+    /// Records the statements the server batch ended, the first with the
+    /// hook time `spent` (or else the statement in flight at the front).
+    fn record_finished(&mut self, spent: u64) {
+        match self.finished.first_mut() {
+            Some((e, _, _)) => e.overhead_ns += spent,
+            None => {
+                if let Some(e) = self.in_flight.front_mut() {
+                    e.overhead_ns += spent;
+                }
+            }
+        }
+        let mut finished = std::mem::take(&mut self.finished);
+        for (e, protocol, ns) in finished.drain(..) {
+            self.record(e, protocol, ns);
+        }
+        self.finished = finished;
     }
 
     /// `rewrites`: what the inner hook did to the message.
@@ -355,13 +484,13 @@ impl MetricsHook {
                     };
                     let text = self.text_of(sql);
                     self.statements
-                        .insert(name_hash(name), Prepared { kind, action, text });
+                        .insert(name, Prepared { kind, action, text });
                 }
             }
             ft::BIND => self.on_bind(body),
             ft::EXECUTE => {
                 let prepared = take_cstr(body)
-                    .and_then(|(portal, _)| self.portals.get(&name_hash(portal)).copied())
+                    .and_then(|(portal, _)| self.portals.get(portal))
                     .unwrap_or(Prepared::OTHER);
                 self.push(Slot::Execute, prepared, start);
             }
@@ -370,8 +499,8 @@ impl MetricsHook {
                 if let Some((&kind, rest)) = body.split_first() {
                     if let Some((name, _)) = take_cstr(rest) {
                         match kind {
-                            b'S' => self.statements.remove(&name_hash(name)),
-                            _ => self.portals.remove(&name_hash(name)),
+                            b'S' => self.statements.remove(name),
+                            _ => self.portals.remove(name),
                         };
                     }
                 }
@@ -383,10 +512,10 @@ impl MetricsHook {
     fn on_bind(&mut self, body: &[u8]) {
         if let Some((portal, rest)) = take_cstr(body) {
             if let Some((statement, _)) = take_cstr(rest) {
-                match self.statements.get(&name_hash(statement)).copied() {
-                    Some(p) => self.portals.insert(name_hash(portal), p),
-                    None => self.portals.remove(&name_hash(portal)),
-                };
+                match self.statements.get(statement) {
+                    Some(p) => self.portals.insert(portal, p),
+                    None => self.portals.remove(portal),
+                }
             }
         }
     }
@@ -477,18 +606,17 @@ impl SessionHook for MetricsHook {
     }
 
     fn on_client_prefix(&mut self, tag: u8, prefix: &[u8]) {
-        let start = Instant::now();
+        self.batch_time(true);
         if tag == ft::BIND {
             self.on_bind(prefix);
         }
         if self.inner.wants_client(tag) {
             self.inner.on_client_prefix(tag, prefix);
         }
-        self.overhead_ns += start.elapsed().as_nanos() as u64;
     }
 
     fn on_client_message(&mut self, tag: u8, body: &[u8]) -> ClientVerdict {
-        let start = Instant::now();
+        let start = self.batch_time(true);
         let verdict = if self.inner.wants_client(tag) {
             self.inner.on_client_message(tag, body)
         } else {
@@ -498,11 +626,6 @@ impl SessionHook for MetricsHook {
             self.metrics.rewritten(verdict.rewrites);
         }
         self.observe_client(tag, body, start, verdict.rewrites);
-        let spent = start.elapsed().as_nanos() as u64;
-        match self.in_flight.back_mut() {
-            Some(e) if matches!(tag, ft::QUERY | ft::EXECUTE) => e.overhead_ns += spent,
-            _ => self.overhead_ns += spent,
-        }
         verdict
     }
 
@@ -518,17 +641,40 @@ impl SessionHook for MetricsHook {
     }
 
     fn on_server_message(&mut self, tag: u8, body: &[u8]) -> Vec<u8> {
-        let start = Instant::now();
+        let now = self.batch_time(false);
         let out = if self.inner.wants_server(tag) {
             self.inner.on_server_message(tag, body)
         } else {
             Vec::new()
         };
-        if let Some(e) = self.in_flight.front_mut() {
-            e.overhead_ns += start.elapsed().as_nanos() as u64;
-        }
-        self.observe_server(tag, body, start);
+        self.observe_server(tag, body, now);
         out
+    }
+
+    fn end_of_batch(&mut self) {
+        self.inner.end_of_batch();
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        let spent = batch.start.elapsed().as_nanos() as u64;
+        if batch.client {
+            // The last Query or Execute of the batch (only Syncs follow
+            // it), or else the next one queued.
+            let last = std::mem::take(&mut self.queued_in_batch)
+                .then(|| {
+                    self.in_flight
+                        .iter_mut()
+                        .rev()
+                        .find(|e| e.slot != Slot::Sync)
+                })
+                .flatten();
+            match last {
+                Some(e) => e.overhead_ns += spent,
+                None => self.overhead_ns += spent,
+            }
+            return;
+        }
+        self.record_finished(spent);
     }
 
     fn on_alone_response(&mut self, tag: u8, body: &[u8]) -> Vec<u8> {
@@ -611,6 +757,38 @@ mod tests {
             normalize(b"ALTER ROLE a PASSWORD 'hunter2", true),
             "ALTER ROLE a PASSWORD ? ..."
         );
+    }
+
+    #[test]
+    fn names_kept_aside_follow_parse_and_close() {
+        let p = |kind| Prepared {
+            kind,
+            action: None,
+            text: None,
+        };
+        let kind = |m: &mut ByName, name: &[u8]| m.get(name).map(|x| x.kind);
+        let mut m = ByName::default();
+        assert_eq!(kind(&mut m, b""), None);
+        assert_eq!(kind(&mut m, b"s"), None);
+        m.insert(b"", p(Kind::Select));
+        m.insert(b"s", p(Kind::Insert));
+        m.insert(b"t", p(Kind::Update));
+        assert_eq!(kind(&mut m, b""), Some(Kind::Select));
+        // Found twice: the second time from the entry kept aside.
+        assert_eq!(kind(&mut m, b"s"), Some(Kind::Insert));
+        assert_eq!(kind(&mut m, b"s"), Some(Kind::Insert));
+        // Prepared again under the same name: the kept entry follows.
+        m.insert(b"s", p(Kind::Delete));
+        assert_eq!(kind(&mut m, b"s"), Some(Kind::Delete));
+        assert_eq!(kind(&mut m, b"t"), Some(Kind::Update));
+        assert_eq!(kind(&mut m, b"s"), Some(Kind::Delete));
+        // Closed: gone, also from the side.
+        m.remove(b"s");
+        assert_eq!(kind(&mut m, b"s"), None);
+        assert_eq!(kind(&mut m, b"t"), Some(Kind::Update));
+        m.remove(b"");
+        assert_eq!(kind(&mut m, b""), None);
+        assert_eq!(kind(&mut m, b"t"), Some(Kind::Update));
     }
 
     #[test]

@@ -273,6 +273,12 @@ pub trait SessionHook: Send {
     fn branch(&self) -> Option<&str> {
         None
     }
+
+    /// Called after the relay has framed what one read brought from one
+    /// side (the client's or the server's), whether or not any message
+    /// went to the hook. Lets a hook do once per batch what would cost
+    /// more per message (the metrics hook reads the clock here).
+    fn end_of_batch(&mut self) {}
 }
 
 /// What the relay does with a response to an injected message.

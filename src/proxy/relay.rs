@@ -498,6 +498,9 @@ pub struct Relay<'a> {
     io: Option<std::sync::Arc<crate::metrics::stmt::StatementMetrics>>,
     /// Where the session's state is published (admin console, PAUSE).
     slot: Option<std::sync::Arc<SessionSlot>>,
+    /// The branch last published there (`None`: not yet), so that the
+    /// slot's lock is taken only when the session moves.
+    published_branch: Option<String>,
     /// The next statement waits for RESUME.
     paused: bool,
     /// An extended-protocol message went out since the last
@@ -562,6 +565,7 @@ impl<'a> Relay<'a> {
             signals_registered: false,
             io: params.io,
             slot: params.slot,
+            published_branch: None,
             paused: false,
             unsynced: false,
         }
@@ -874,7 +878,9 @@ impl<'a> Relay<'a> {
                     return self.poll_client_while_held(cx);
                 }
             }
-            self.process_client().map_err(RelayEnd::ProtocolViolation)?;
+            let framed = self.process_client();
+            self.hook.end_of_batch();
+            framed.map_err(RelayEnd::ProtocolViolation)?;
             if self.c2u.has_output() || self.held {
                 return Poll::Ready(Ok(()));
             }
@@ -922,7 +928,9 @@ impl<'a> Relay<'a> {
             self.u2c.need_flush = false;
         }
         if self.u2c.scanned < self.u2c.end && !self.u2c.need_more {
-            self.process_server().map_err(RelayEnd::ProtocolViolation)?;
+            let framed = self.process_server();
+            self.hook.end_of_batch();
+            framed.map_err(RelayEnd::ProtocolViolation)?;
             if self.u2c.has_output() {
                 return Poll::Ready(Ok(()));
             }
@@ -1019,7 +1027,17 @@ impl Future for Relay<'_> {
             } else {
                 SessionState::InTransaction
             };
-            slot.publish(state, this.hook.branch());
+            let branch = match (state, this.hook.branch()) {
+                (SessionState::Idle, Some(b)) if this.published_branch.as_deref() != Some(b) => {
+                    Some(b)
+                }
+                _ => None,
+            };
+            if slot.publish(state, branch) {
+                if let Some(b) = branch {
+                    this.published_branch = Some(b.to_string());
+                }
+            }
         }
         Poll::Pending
     }
