@@ -9,11 +9,20 @@
 //! Not a proxy to use: the upstream connect and the sends block (a peer
 //! that stops reading stalls every connection), errors just close the pair.
 //!
-//! Usage: pgbranch-bench-epoll LISTEN_ADDR UPSTREAM_ADDR
+//! With THREADS > 1 (default 1), each thread has its own `epoll` set and
+//! the accepting thread hands new connections to them in turn: the bound
+//! for a relay that spreads its sessions over threads. With `PLACE=cpu` in
+//! the environment, thread k runs on CPU k only and a connection goes to
+//! the thread of the CPU its client's packets arrive on
+//! (`SO_INCOMING_CPU`; each choice is logged to stderr).
+//!
+//! Usage: [PLACE=cpu] pgbranch-bench-epoll LISTEN_ADDR UPSTREAM_ADDR [THREADS]
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::sync::Arc;
 
 const BUF: usize = 64 * 1024;
 const EVENTS: usize = 64;
@@ -53,32 +62,30 @@ fn send_all(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn close_pair(epoll: RawFd, peer: &mut [RawFd], fd: RawFd) {
-    let other = peer[fd as usize];
+/// `peer[fd]`: the other side of fd's pair, -1 when fd is not relayed.
+/// Written by the accepting thread before the pair is watched, cleared by
+/// the one thread that watches the pair.
+type Peers = Arc<Vec<AtomicI32>>;
+
+const MAX_FDS: usize = 65536;
+
+fn close_pair(peer: &[AtomicI32], fd: RawFd) {
+    let other = peer[fd as usize].swap(-1, Relaxed);
+    if other >= 0 {
+        peer[other as usize].store(-1, Relaxed);
+    }
     for f in [fd, other] {
         if f >= 0 {
-            // SAFETY: f is an open descriptor of this relay; closing it
-            // also removes it from the epoll set.
-            unsafe {
-                libc::epoll_ctl(epoll, libc::EPOLL_CTL_DEL, f, std::ptr::null_mut());
-                libc::close(f);
-            }
-            peer[f as usize] = -1;
+            // SAFETY: f is an open descriptor of this relay, closed once
+            // (its peer entry is cleared first); closing it also removes
+            // it from its epoll set.
+            unsafe { libc::close(f) };
         }
     }
 }
 
-fn main() -> io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let listen = args.next().unwrap_or_else(|| "127.0.0.1:6433".into());
-    let upstream = args.next().unwrap_or_else(|| "127.0.0.1:5432".into());
-    let listener = TcpListener::bind(&listen)?;
-    listener.set_nonblocking(true)?;
-    // SAFETY: plain system call.
-    let epoll = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-    watch(epoll, listener.as_raw_fd())?;
-    // peer[fd]: the other side of fd's pair, -1 when fd is not a relayed socket.
-    let mut peer: Vec<RawFd> = vec![-1; 1024];
+/// Relays every pair watched by `epoll`, forever.
+fn relay(epoll: RawFd, peer: Peers) -> io::Result<()> {
     let mut buf = vec![0u8; BUF];
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     loop {
@@ -93,27 +100,7 @@ fn main() -> io::Result<()> {
         }
         for ev in &events[..n as usize] {
             let fd = ev.u64 as RawFd;
-            if fd == listener.as_raw_fd() {
-                while let Ok((client, _)) = listener.accept() {
-                    let Ok(server) = TcpStream::connect(&upstream) else {
-                        continue;
-                    };
-                    client.set_nonblocking(false)?;
-                    client.set_nodelay(true)?;
-                    server.set_nodelay(true)?;
-                    let (c, s) = (client.into_raw_fd(), server.into_raw_fd());
-                    let need = c.max(s) as usize + 1;
-                    if peer.len() < need {
-                        peer.resize(need * 2, -1);
-                    }
-                    peer[c as usize] = s;
-                    peer[s as usize] = c;
-                    watch(epoll, c)?;
-                    watch(epoll, s)?;
-                }
-                continue;
-            }
-            let other = peer[fd as usize];
+            let other = peer[fd as usize].load(Acquire);
             if other < 0 {
                 continue; // closed earlier in this batch
             }
@@ -121,11 +108,102 @@ fn main() -> io::Result<()> {
             let got = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), BUF, libc::MSG_DONTWAIT) };
             if got > 0 {
                 if send_all(other, &buf[..got as usize]).is_err() {
-                    close_pair(epoll, &mut peer, fd);
+                    close_pair(&peer, fd);
                 }
             } else if got == 0 || io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
-                close_pair(epoll, &mut peer, fd);
+                close_pair(&peer, fd);
             }
         }
     }
+}
+
+fn main() -> io::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let listen = args.next().unwrap_or_else(|| "127.0.0.1:6433".into());
+    let upstream = args.next().unwrap_or_else(|| "127.0.0.1:5432".into());
+    let threads: usize = match args.next() {
+        Some(t) => t.parse().ok().filter(|&t| t > 0).ok_or_else(|| {
+            io::Error::other(format!("THREADS must be a positive number, not {t:?}"))
+        })?,
+        None => 1,
+    };
+    let by_cpu = std::env::var("PLACE").is_ok_and(|p| p == "cpu");
+    let listener = TcpListener::bind(&listen)?;
+    let peer: Peers = Arc::new((0..MAX_FDS).map(|_| AtomicI32::new(-1)).collect());
+    let mut sets = Vec::with_capacity(threads);
+    for k in 0..threads {
+        // SAFETY: plain system call.
+        let epoll = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        let peer = peer.clone();
+        std::thread::spawn(move || {
+            if by_cpu {
+                pin(k)?;
+            }
+            relay(epoll, peer)
+        });
+        sets.push(epoll);
+    }
+    for (i, client) in listener.incoming().enumerate() {
+        let Ok(client) = client else { continue };
+        let i = match by_cpu.then(|| incoming_cpu(client.as_raw_fd())) {
+            Some(Some(cpu)) => {
+                eprintln!("connection from CPU {cpu} to thread {}", cpu % threads);
+                cpu
+            }
+            _ => i,
+        };
+        let Ok(server) = TcpStream::connect(&upstream) else {
+            continue;
+        };
+        client.set_nodelay(true)?;
+        server.set_nodelay(true)?;
+        let (c, s) = (client.into_raw_fd(), server.into_raw_fd());
+        if c.max(s) as usize >= MAX_FDS {
+            // SAFETY: both are open and ours.
+            unsafe {
+                libc::close(c);
+                libc::close(s);
+            }
+            continue;
+        }
+        peer[c as usize].store(s, Release);
+        peer[s as usize].store(c, Release);
+        let epoll = sets[i % threads];
+        watch(epoll, c)?;
+        watch(epoll, s)?;
+    }
+    Ok(())
+}
+
+/// Runs the calling thread on CPU `cpu` only.
+fn pin(cpu: usize) -> io::Result<()> {
+    // SAFETY: set is a plain bit set, initialised by CPU_ZERO.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        check(libc::sched_setaffinity(
+            0,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &set,
+        ))?;
+    }
+    Ok(())
+}
+
+/// The CPU the socket's packets were last received on.
+fn incoming_cpu(fd: RawFd) -> Option<usize> {
+    let mut cpu: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: cpu and len are live and sized for the option.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_INCOMING_CPU,
+            (&mut cpu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && cpu >= 0).then_some(cpu as usize)
 }

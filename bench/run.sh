@@ -22,6 +22,8 @@ SCALE=${SCALE:-10}         # pgbench -i -s
 WARMUP=${WARMUP:-5}        # seconds of unrecorded direct pgbench before measuring
 TARGETS=${TARGETS:-"direct forwarder pgbouncer pgbranch"}
 KEEP_TMP=${KEEP_TMP:-0}    # 1: keep the temp dir (logs) after the run
+EPOLL_THREADS=${EPOLL_THREADS:-1} # threads of the epoll target
+PLACE=${PLACE:-}           # epoll target: 'cpu' places connections by CPU (bench/epoll_relay.rs)
 
 # Scenarios: "label clients threads".
 SCENARIOS=("1-client 1 1" "8-clients 8 2")
@@ -66,7 +68,7 @@ install_cleanup
 # ---------------------------------------------------------------------------
 
 check_params() {
-    require_positive DURATION ROUNDS SCALE
+    require_positive DURATION ROUNDS SCALE EPOLL_THREADS
     require_non_negative WARMUP
     [[ $MODE =~ ^(simple|extended|prepared)$ ]] || die "MODE must be simple, extended or prepared (got '$MODE')"
     local t
@@ -107,7 +109,7 @@ start_forwarder() {
 
 start_epoll() {
     EPOLL_PORT=$(free_port)
-    as_daemon "$EPOLL_BIN" "127.0.0.1:$EPOLL_PORT" "127.0.0.1:$PG_PORT" >"$TMP/epoll.log" 2>&1 &
+    as_daemon "$EPOLL_BIN" "127.0.0.1:$EPOLL_PORT" "127.0.0.1:$PG_PORT" "$EPOLL_THREADS" >"$TMP/epoll.log" 2>&1 &
     EPOLL_PID=$!
     wait_ready "$EPOLL_PORT" "epoll relay" "$TMP/epoll.log"
     check_own_session "$EPOLL_PID" "epoll relay"
@@ -304,12 +306,14 @@ print_header() {
     echo "pgbranch benchmark: pgbench -S, paired alternating rounds"
     print_environment
     echo "PgBouncer:  $bouncer_version"
-    echo "command:    DURATION=$DURATION ROUNDS=$ROUNDS MODE=$MODE SCALE=$SCALE WARMUP=$WARMUP TARGETS=\"${TARGET_LIST[*]}\" bash bench/run.sh"
+    local epoll_env=""
+    if has_target epoll; then epoll_env="${PLACE:+PLACE=$PLACE }EPOLL_THREADS=$EPOLL_THREADS "; fi
+    echo "command:    DURATION=$DURATION ROUNDS=$ROUNDS MODE=$MODE SCALE=$SCALE WARMUP=$WARMUP ${epoll_env}TARGETS=\"${TARGET_LIST[*]}\" bash bench/run.sh"
     echo "parameters: pgbench -i -s $SCALE; each run pgbench -n -S -M $MODE -T $DURATION -c C -j J -h 127.0.0.1 -p <target port> -U postgres postgres"
     echo "            PGSSLMODE=disable; all on 127.0.0.1 TCP; ${WARMUP}s unrecorded direct warm-up"
     echo "targets:    direct = PostgreSQL; forwarder = target/release/pgbranch-bench-forwarder (tokio copy_bidirectional);"
     if has_target epoll; then
-        echo "            epoll = target/release/pgbranch-bench-epoll (one thread, epoll, one recv + one send per readable socket);"
+        echo "            epoll = target/release/pgbranch-bench-epoll ($EPOLL_THREADS thread(s)${PLACE:+, PLACE=$PLACE}, epoll, one recv + one send per readable socket);"
     fi
     echo "            pgbouncer = pool_mode=session auth_type=trust; pgbranch = pgbranch serve --upstream (PGBRANCH_LOG=warn)"
     echo "            every proxy in a session of its own (setsid; PgBouncer -d), sched_autogroup_enabled=$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo -)"

@@ -1799,30 +1799,4 @@ mod tests {
             prop_assert_eq!(may_contain_ddl(sql.as_bytes()), any, "{:?}", sql);
         }
     }
-
-    /// Rough cost of the non-DDL path; run with
-    /// `cargo test --release --lib sql::classify -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn timing() {
-        let stmts: [&[u8]; 3] = [
-            b"SELECT abalance FROM pgbench_accounts WHERE aid = $1 AND bid = $2 ORDER BY 1 LIMIT 10",
-            b"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, now())",
-            b"UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2 /* x */ RETURNING 1",
-        ];
-        let n = 1_000_000;
-        for s in stmts {
-            let t = std::time::Instant::now();
-            for _ in 0..n {
-                std::hint::black_box(classify(std::hint::black_box(s)));
-            }
-            let c = t.elapsed() / n;
-            let t = std::time::Instant::now();
-            for _ in 0..n {
-                std::hint::black_box(may_contain_ddl(std::hint::black_box(s)));
-            }
-            let m = t.elapsed() / n;
-            println!("{} bytes: classify {c:?}, may_contain_ddl {m:?}", s.len());
-        }
-    }
 }
