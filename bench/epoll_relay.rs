@@ -14,14 +14,17 @@
 //! for a relay that spreads its sessions over threads. With `PLACE=cpu` in
 //! the environment, thread k runs on CPU k only and a connection goes to
 //! the thread of the CPU its client's packets arrive on
-//! (`SO_INCOMING_CPU`; each choice is logged to stderr).
+//! (`SO_INCOMING_CPU`; CPU c goes to thread c mod THREADS; each choice is
+//! logged to stderr).
 //!
 //! Usage: [PLACE=cpu] pgbranch-bench-epoll LISTEN_ADDR UPSTREAM_ADDR [THREADS]
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{
+    AtomicI32, AtomicU32, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::Arc;
 
 const BUF: usize = 64 * 1024;
@@ -35,10 +38,12 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn watch(epoll: RawFd, fd: RawFd) -> io::Result<()> {
+/// Watches `fd` in `epoll`; its events carry the descriptor and the
+/// generation of its pair.
+fn watch(epoll: RawFd, fd: RawFd, gen: u32) -> io::Result<()> {
     let mut ev = libc::epoll_event {
         events: libc::EPOLLIN as u32,
-        u64: fd as u64,
+        u64: (u64::from(gen) << 32) | fd as u64,
     };
     // SAFETY: epoll and fd are open descriptors; ev outlives the call.
     check(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
@@ -62,30 +67,38 @@ fn send_all(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// `peer[fd]`: the other side of fd's pair, -1 when fd is not relayed.
-/// Written by the accepting thread before the pair is watched, cleared by
-/// the one thread that watches the pair.
-type Peers = Arc<Vec<AtomicI32>>;
+/// The relayed descriptors, indexed by descriptor: written by the
+/// accepting thread before a pair is watched, cleared by the one thread
+/// that watches the pair.
+struct Table {
+    /// The other side of the descriptor's pair, -1 when it is not relayed.
+    peer: Vec<AtomicI32>,
+    /// Raised for each new pair on the descriptor: an event still queued
+    /// for a closed pair whose descriptor number was reused is skipped.
+    gen: Vec<AtomicU32>,
+}
+
+type Shared = Arc<Table>;
 
 const MAX_FDS: usize = 65536;
 
-fn close_pair(peer: &[AtomicI32], fd: RawFd) {
-    let other = peer[fd as usize].swap(-1, Relaxed);
-    if other >= 0 {
-        peer[other as usize].store(-1, Relaxed);
+/// Closes `fd` and its peer, once.
+fn close_pair(t: &Table, fd: RawFd) {
+    let other = t.peer[fd as usize].swap(-1, Relaxed);
+    if other < 0 {
+        return;
     }
+    t.peer[other as usize].store(-1, Relaxed);
     for f in [fd, other] {
-        if f >= 0 {
-            // SAFETY: f is an open descriptor of this relay, closed once
-            // (its peer entry is cleared first); closing it also removes
-            // it from its epoll set.
-            unsafe { libc::close(f) };
-        }
+        // SAFETY: f is an open descriptor of this relay, closed once (the
+        // swap above took the pair); closing it also removes it from its
+        // epoll set.
+        unsafe { libc::close(f) };
     }
 }
 
 /// Relays every pair watched by `epoll`, forever.
-fn relay(epoll: RawFd, peer: Peers) -> io::Result<()> {
+fn relay(epoll: RawFd, t: Shared) -> io::Result<()> {
     let mut buf = vec![0u8; BUF];
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     loop {
@@ -99,8 +112,11 @@ fn relay(epoll: RawFd, peer: Peers) -> io::Result<()> {
             return Err(e);
         }
         for ev in &events[..n as usize] {
-            let fd = ev.u64 as RawFd;
-            let other = peer[fd as usize].load(Acquire);
+            let (fd, gen) = (ev.u64 as u32 as RawFd, (ev.u64 >> 32) as u32);
+            if t.gen[fd as usize].load(Acquire) != gen {
+                continue; // a pair closed earlier, its number reused since
+            }
+            let other = t.peer[fd as usize].load(Acquire);
             if other < 0 {
                 continue; // closed earlier in this batch
             }
@@ -108,10 +124,10 @@ fn relay(epoll: RawFd, peer: Peers) -> io::Result<()> {
             let got = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), BUF, libc::MSG_DONTWAIT) };
             if got > 0 {
                 if send_all(other, &buf[..got as usize]).is_err() {
-                    close_pair(&peer, fd);
+                    close_pair(&t, fd);
                 }
             } else if got == 0 || io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
-                close_pair(&peer, fd);
+                close_pair(&t, fd);
             }
         }
     }
@@ -129,17 +145,27 @@ fn main() -> io::Result<()> {
     };
     let by_cpu = std::env::var("PLACE").is_ok_and(|p| p == "cpu");
     let listener = TcpListener::bind(&listen)?;
-    let peer: Peers = Arc::new((0..MAX_FDS).map(|_| AtomicI32::new(-1)).collect());
+    let table: Shared = Arc::new(Table {
+        peer: (0..MAX_FDS).map(|_| AtomicI32::new(-1)).collect(),
+        gen: (0..MAX_FDS).map(|_| AtomicU32::new(0)).collect(),
+    });
     let mut sets = Vec::with_capacity(threads);
     for k in 0..threads {
         // SAFETY: plain system call.
         let epoll = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        let peer = peer.clone();
+        let t = table.clone();
         std::thread::spawn(move || {
-            if by_cpu {
-                pin(k)?;
+            let run = || {
+                if by_cpu {
+                    pin(k)?;
+                }
+                relay(epoll, t)
+            };
+            // A thread that stops would leave its connections hanging.
+            if let Err(e) = run() {
+                eprintln!("relay thread {k}: {e}");
+                std::process::exit(1);
             }
-            relay(epoll, peer)
         });
         sets.push(epoll);
     }
@@ -155,8 +181,10 @@ fn main() -> io::Result<()> {
         let Ok(server) = TcpStream::connect(&upstream) else {
             continue;
         };
-        client.set_nodelay(true)?;
-        server.set_nodelay(true)?;
+        if let Err(e) = client.set_nodelay(true).and(server.set_nodelay(true)) {
+            eprintln!("connection dropped: {e}");
+            continue;
+        }
         let (c, s) = (client.into_raw_fd(), server.into_raw_fd());
         if c.max(s) as usize >= MAX_FDS {
             // SAFETY: both are open and ours.
@@ -166,11 +194,15 @@ fn main() -> io::Result<()> {
             }
             continue;
         }
-        peer[c as usize].store(s, Release);
-        peer[s as usize].store(c, Release);
+        table.peer[c as usize].store(s, Release);
+        table.peer[s as usize].store(c, Release);
+        let gc = table.gen[c as usize].fetch_add(1, Release).wrapping_add(1);
+        let gs = table.gen[s as usize].fetch_add(1, Release).wrapping_add(1);
         let epoll = sets[i % threads];
-        watch(epoll, c)?;
-        watch(epoll, s)?;
+        if let Err(e) = watch(epoll, c, gc).and(watch(epoll, s, gs)) {
+            eprintln!("connection dropped: {e}");
+            close_pair(&table, c);
+        }
     }
     Ok(())
 }

@@ -317,7 +317,8 @@ print_footer() {
 # instance and its log ($TMP/pgbranch-NAME.log; default $TMP/pgbranch.log),
 # PB_METRICS is its --metrics-listen (default '': no HTTP endpoint, which
 # most scripts do not read and whose default port 127.0.0.1:9930 may be
-# taken; it still counts); PGBRANCH_* settings reach pgbranch, e.g.
+# taken; then no statement is timed and no byte counted either);
+# PGBRANCH_* settings reach pgbranch, e.g.
 # `PB_NAME=off PGBRANCH_HISTORY_ENABLED=false start_pgbranch`.
 # shellcheck disable=SC2034  # PGBRANCH_PID is the caller's
 start_pgbranch() {

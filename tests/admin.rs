@@ -454,3 +454,33 @@ async fn a_held_client_that_leaves_ends_its_session_and_its_statement_never_runs
     assert_eq!(n, 0, "the held insert of a departed client ran");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn show_connections_follows_a_session_to_another_branch_and_back() {
+    let db = cluster().fresh_db();
+    let proxy = start_proxy(admin_config()).await;
+    let admin = admin_client(&proxy).await;
+    let app = connect(&proxy.conn_str("postgres", &db)).await;
+    app.batch_execute("CREATE BRANCH feature").await.unwrap();
+    let pid: i32 = scalar(&app, "SELECT pg_backend_pid()").await;
+    let branch_of = || async {
+        simple_rows(&admin, "SHOW CONNECTIONS")
+            .await
+            .into_iter()
+            .find(|r| r[0] == pid.to_string())
+            .map(|r| r[3].clone())
+    };
+    assert_eq!(branch_of().await.as_deref(), Some("main"));
+    for to in ["feature", "main", "feature"] {
+        app.batch_execute(&format!("SET pgbranch.branch = '{to}'"))
+            .await
+            .unwrap();
+        // Published as the relay finishes the wake-up that forwarded the
+        // answer.
+        wait_for(&format!("the console to show branch {to}"), || async {
+            branch_of().await.as_deref() == Some(to)
+        })
+        .await;
+    }
+    proxy.stop().await;
+}
