@@ -6,10 +6,11 @@
 //! CommandComplete (or PortalSuspended, EmptyQueryResponse, ErrorResponse).
 //! The kind comes from the statement's first word (a prepared statement's
 //! from its Parse); the overhead is the time spent in the hooks for the
-//! statement's messages and responses, read once per batch (what one
-//! read from a socket brought: a pipeline's messages, or a statement's
-//! responses) rather than once per message, and counted for the batch's
-//! last statement (client side) or the first it ends (server side).
+//! statement's messages and responses, read once per batch (what the
+//! relay frames in one pass, usually what one read brought: a pipeline's
+//! messages, or a statement's responses) rather than once per message, and
+//! counted for the batch's last statement (client side) or the first it
+//! ends (server side).
 //! Nothing here allocates per statement: statement and portal names are
 //! kept as 64-bit hashes (the unnamed one and the last one used aside, so
 //! that the usual Bind and Execute hash nothing), the queue of statements
@@ -402,19 +403,16 @@ impl MetricsHook {
     /// Follows the metrics counters to the branch the session is on now;
     /// statements that ended before count on the branch they ran on.
     fn follow_branch(&mut self) {
-        match self.inner.branch() {
-            Some(b) if b != self.branch => {}
-            _ => return,
-        }
-        if let Some(batch) = self.batch {
-            let spent = batch.start.elapsed().as_nanos() as u64;
-            self.batch = Some(Batch {
-                start: Instant::now(),
-                ..batch
-            });
+        let Some(b) = self.inner.branch().filter(|b| *b != self.branch) else {
+            return;
+        };
+        let b = b.to_string();
+        if let Some(batch) = self.batch.as_mut() {
+            let now = Instant::now();
+            let spent = now.duration_since(batch.start).as_nanos() as u64;
+            batch.start = now;
             self.record_finished(spent);
         }
-        let b = self.inner.branch().expect("checked").to_string();
         self.session = BranchSession::new(self.metrics.branch(&b));
         self.branch = b;
     }

@@ -274,10 +274,11 @@ pub trait SessionHook: Send {
         None
     }
 
-    /// Called after the relay has framed what one read brought from one
-    /// side (the client's or the server's), whether or not any message
-    /// went to the hook. Lets a hook do once per batch what would cost
-    /// more per message (the metrics hook reads the clock here).
+    /// Called after each pass in which the relay frames what arrived from
+    /// one side (the client's or the server's; usually what one read
+    /// brought), whether or not any message went to the hook. Lets a hook
+    /// do once per batch what would cost more per message (the metrics
+    /// hook reads the clock here).
     fn end_of_batch(&mut self) {}
 }
 

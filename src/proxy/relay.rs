@@ -498,9 +498,6 @@ pub struct Relay<'a> {
     io: Option<std::sync::Arc<crate::metrics::stmt::StatementMetrics>>,
     /// Where the session's state is published (admin console, PAUSE).
     slot: Option<std::sync::Arc<SessionSlot>>,
-    /// The branch last published there (`None`: not yet), so that the
-    /// slot's lock is taken only when the session moves.
-    published_branch: Option<String>,
     /// The next statement waits for RESUME.
     paused: bool,
     /// An extended-protocol message went out since the last
@@ -565,7 +562,6 @@ impl<'a> Relay<'a> {
             signals_registered: false,
             io: params.io,
             slot: params.slot,
-            published_branch: None,
             paused: false,
             unsynced: false,
         }
@@ -1027,17 +1023,7 @@ impl Future for Relay<'_> {
             } else {
                 SessionState::InTransaction
             };
-            let branch = match (state, this.hook.branch()) {
-                (SessionState::Idle, Some(b)) if this.published_branch.as_deref() != Some(b) => {
-                    Some(b)
-                }
-                _ => None,
-            };
-            if slot.publish(state, branch) {
-                if let Some(b) = branch {
-                    this.published_branch = Some(b.to_string());
-                }
-            }
+            slot.publish(state, this.hook.branch());
         }
         Poll::Pending
     }

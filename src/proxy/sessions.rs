@@ -93,12 +93,11 @@ impl SessionSlot {
     }
 
     /// Records the session's state (the relay calls this after each
-    /// wake-up; it writes only on a change, and says whether there was
-    /// one). `branch`: the session's branch now, looked at when it becomes
-    /// idle (`None`: unchanged).
-    pub fn publish(&self, state: SessionState, branch: Option<&str>) -> bool {
+    /// wake-up; it writes only on a change). `branch`: the session's
+    /// branch now, looked at when it becomes idle.
+    pub fn publish(&self, state: SessionState, branch: Option<&str>) {
         if self.state.load(Relaxed) == state as u8 {
-            return false;
+            return;
         }
         self.state.store(state as u8, SeqCst);
         if state == SessionState::Idle {
@@ -112,7 +111,6 @@ impl SessionSlot {
         if state.drained() && self.gate.is_paused() {
             self.gate.drained.notify_waiters();
         }
-        true
     }
 }
 
