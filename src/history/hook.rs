@@ -1602,8 +1602,15 @@ fn is_discard_all(sql: &[u8]) -> bool {
     let (Some(only), None) = (statements.next(), statements.next()) else {
         return false;
     };
-    let mut words = crate::sql::lexer::Lexer::new(&sql[only]);
-    words.next().is_some_and(|t| t.is_word("discard"))
+    is_all_of(&sql[only], &["discard"])
+}
+
+/// Whether statement `stmt` is `<one of firsts> ALL`.
+fn is_all_of(stmt: &[u8], firsts: &[&str]) -> bool {
+    let mut words = crate::sql::lexer::Lexer::new(stmt);
+    words
+        .next()
+        .is_some_and(|t| firsts.iter().any(|w| t.is_word(w)))
         && words.next().is_some_and(|t| t.is_word("all"))
 }
 
@@ -1860,13 +1867,7 @@ fn resets_all(sql: &[u8]) -> bool {
     if !(contains(sql, b"all") && (contains(sql, b"reset") || contains(sql, b"discard"))) {
         return false;
     }
-    crate::sql::lexer::Statements::new(sql).any(|r| {
-        let mut tokens = crate::sql::lexer::Lexer::new(&sql[r]);
-        tokens
-            .next()
-            .is_some_and(|t| t.is_word("reset") || t.is_word("discard"))
-            && tokens.next().is_some_and(|t| t.is_word("all"))
-    })
+    crate::sql::lexer::Statements::new(sql).any(|r| is_all_of(&sql[r], &["reset", "discard"]))
 }
 
 #[cfg(test)]

@@ -232,7 +232,7 @@ pub fn rewrite_schemas(
         stmt.push(t);
     }
     rw.statement(&stmt, &mut body);
-    rw.finish()
+    rw.splice.finish()
 }
 
 /// Which statements have routine bodies.
@@ -362,16 +362,6 @@ struct Rewriter<'m, 's> {
 }
 
 impl<'m, 's> Rewriter<'m, 's> {
-    fn finish(self) -> Option<Rewritten> {
-        self.splice.finish()
-    }
-
-    /// Replaces `range` of the original text with what `write` writes.
-    /// Ranges come in order and never overlap.
-    fn replace(&mut self, range: Range<usize>, write: impl FnOnce(&mut Vec<u8>)) {
-        self.splice.replace_with(range, write);
-    }
-
     /// One statement of the outer text; `body` is scratch space for the
     /// tokens of a routine body.
     fn statement(&mut self, toks: &[Token<'s>], body: &mut Vec<Token<'s>>) {
@@ -456,7 +446,7 @@ impl<'m, 's> Rewriter<'m, 's> {
         // `u&public` is `u & public`, but `u&"..."` would be one quoted
         // identifier.
         let space = t.kind == TokenKind::Word && at > 0 && self.src[at - 1] == b'&';
-        self.replace(at..base + t.end(), |out| {
+        self.splice.replace_with(at..base + t.end(), |out| {
             if space {
                 out.push(b' ');
             }
@@ -483,7 +473,9 @@ impl<'m, 's> Rewriter<'m, 's> {
                             .filter(|e| lit.plain && lit.quoting.can_hold(e.physical.as_bytes()));
                         if let Some(e) = e {
                             let span = lit.at..lit.at + lit.body.len();
-                            self.replace(span, |out| lit.quoting.push(out, e.physical.as_bytes()));
+                            self.splice.replace_with(span, |out| {
+                                lit.quoting.push(out, e.physical.as_bytes())
+                            });
                         }
                     }
                 }
@@ -523,9 +515,10 @@ impl<'m, 's> Rewriter<'m, 's> {
             return;
         };
         if lit.quoting.can_hold(e.physical.as_bytes()) {
-            self.replace(lit.at..lit.at + lit.body.len(), |out| {
-                lit.quoting.push(out, e.physical.as_bytes())
-            });
+            self.splice
+                .replace_with(lit.at..lit.at + lit.body.len(), |out| {
+                    lit.quoting.push(out, e.physical.as_bytes())
+                });
         }
     }
 
@@ -546,7 +539,7 @@ impl<'m, 's> Rewriter<'m, 's> {
             return;
         };
         if lit.quoting.can_hold(e.quoted.as_bytes()) {
-            self.replace(lit.at + p..lit.at + end, |out| {
+            self.splice.replace_with(lit.at + p..lit.at + end, |out| {
                 lit.quoting.push(out, e.quoted.as_bytes())
             });
         }
@@ -576,9 +569,10 @@ impl<'m, 's> Rewriter<'m, 's> {
         for_each_list_name(lit.body, |name| {
             if let Some(e) = map.list_name(&lit.body[name.clone()]) {
                 if lit.quoting.can_hold(e.quoted.as_bytes()) {
-                    self.replace(lit.at + name.start..lit.at + name.end, |out| {
-                        lit.quoting.push(out, e.quoted.as_bytes())
-                    });
+                    self.splice
+                        .replace_with(lit.at + name.start..lit.at + name.end, |out| {
+                            lit.quoting.push(out, e.quoted.as_bytes())
+                        });
                 }
             }
         });

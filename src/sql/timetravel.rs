@@ -434,7 +434,7 @@ fn run(
         }
     }
     rw.statement(start, toks.len())?;
-    Ok(rw.finish())
+    Ok(rw.splice.finish())
 }
 
 /// What governs a parenthesis level: which keyword, if any, makes a FROM
@@ -510,10 +510,6 @@ struct Rewriter<'a> {
 }
 
 impl<'a> Rewriter<'a> {
-    fn finish(self) -> Option<Rewritten> {
-        self.splice.finish()
-    }
-
     /// Replaces `range` of the original text with `text`. Ranges come in
     /// order and never overlap.
     fn replace(&mut self, range: Range<usize>, text: &[u8]) {
