@@ -53,13 +53,22 @@ async fn admin_client(proxy: &TestProxy) -> tokio_postgres::Client {
     connect(&format!("{} password='{PASSWORD}'", console(proxy, "ops"))).await
 }
 
-/// The console's state column for the session with `pid`.
-async fn state_of(admin: &tokio_postgres::Client, pid: i32) -> Option<String> {
+/// Column `column` of SHOW CONNECTIONS for the session with `pid`.
+async fn connection_column(
+    admin: &tokio_postgres::Client,
+    pid: i32,
+    column: usize,
+) -> Option<String> {
     simple_rows(admin, "SHOW CONNECTIONS")
         .await
         .into_iter()
         .find(|r| r[0] == pid.to_string())
-        .map(|r| r[7].clone())
+        .map(|r| r[column].clone())
+}
+
+/// The console's state column for the session with `pid`.
+async fn state_of(admin: &tokio_postgres::Client, pid: i32) -> Option<String> {
+    connection_column(admin, pid, 7).await
 }
 
 #[tokio::test]
@@ -463,13 +472,7 @@ async fn show_connections_follows_a_session_to_another_branch_and_back() {
     let app = connect(&proxy.conn_str("postgres", &db)).await;
     app.batch_execute("CREATE BRANCH feature").await.unwrap();
     let pid: i32 = scalar(&app, "SELECT pg_backend_pid()").await;
-    let branch_of = || async {
-        simple_rows(&admin, "SHOW CONNECTIONS")
-            .await
-            .into_iter()
-            .find(|r| r[0] == pid.to_string())
-            .map(|r| r[3].clone())
-    };
+    let branch_of = || connection_column(&admin, pid, 3);
     assert_eq!(branch_of().await.as_deref(), Some("main"));
     for to in ["feature", "main", "feature"] {
         app.batch_execute(&format!("SET pgbranch.branch = '{to}'"))

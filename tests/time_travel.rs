@@ -442,6 +442,22 @@ async fn as_of_now(c: &tokio_postgres::Client, select: &str, rest: &str) -> Vec<
     column(c, &format!("{select} AS OF TIMESTAMP '{now}' {rest}")).await
 }
 
+/// A versioned `acct` whose row 1 had balance 10 at `then` and has 20
+/// now: (database, proxy, then).
+async fn balance_was_10_then_20() -> (String, TestProxy, String) {
+    let (db, proxy, c) = versioned_db(
+        test_config(),
+        "CREATE TABLE acct (id int PRIMARY KEY, balance int); INSERT INTO acct VALUES (1, 10)",
+        &["acct"],
+    )
+    .await;
+    let then = snapshot_time(&c).await;
+    c.batch_execute("UPDATE acct SET balance = 20")
+        .await
+        .unwrap();
+    (db, proxy, then)
+}
+
 /// The database's time after everything committed so far.
 async fn snapshot_time(c: &tokio_postgres::Client) -> String {
     scalar(c, "SELECT now()::text").await
@@ -758,16 +774,7 @@ async fn tables_are_versioned_at_creation_by_clause_or_by_pattern() {
 
 #[tokio::test]
 async fn set_pgbranch_as_of_moves_a_session_into_the_past_and_back() {
-    let (db, proxy, c) = versioned_db(
-        test_config(),
-        "CREATE TABLE acct (id int PRIMARY KEY, balance int); INSERT INTO acct VALUES (1, 10)",
-        &["acct"],
-    )
-    .await;
-    let then = snapshot_time(&c).await;
-    c.batch_execute("UPDATE acct SET balance = 20")
-        .await
-        .unwrap();
+    let (db, proxy, then) = balance_was_10_then_20().await;
     let s = connect(&proxy.conn_str("postgres", &db)).await;
     let balance = || scalar::<i32>(&s, "SELECT balance FROM acct WHERE id = 1");
     let shown = || async { simple_rows(&s, "SHOW pgbranch.as_of").await[0][0].clone() };
@@ -861,16 +868,7 @@ async fn set_pgbranch_as_of_moves_a_session_into_the_past_and_back() {
 
 #[tokio::test]
 async fn only_reset_all_and_discard_all_end_an_as_of_session_once_the_server_agrees() {
-    let (db, proxy, c) = versioned_db(
-        test_config(),
-        "CREATE TABLE acct (id int PRIMARY KEY, balance int); INSERT INTO acct VALUES (1, 10)",
-        &["acct"],
-    )
-    .await;
-    let then = snapshot_time(&c).await;
-    c.batch_execute("UPDATE acct SET balance = 20")
-        .await
-        .unwrap();
+    let (db, proxy, then) = balance_was_10_then_20().await;
     let set = format!("SET pgbranch.as_of = '{then}'");
     for (name, simple) in [("simple", true), ("extended", false)] {
         let s = connect(&proxy.conn_str("postgres", &db)).await;

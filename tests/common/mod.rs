@@ -587,8 +587,6 @@ where
         .collect()
 }
 
-/// The rows of `sql` run with the simple query protocol, every value as
-/// text (NULL as "").
 /// A simple-protocol Query's results, one per CommandComplete the client
 /// receives, each with its rows as text (what a client counts as the
 /// Query's statements).
@@ -615,19 +613,8 @@ pub async fn simple_results(client: &tokio_postgres::Client, sql: &str) -> Vec<V
     results
 }
 
+/// The rows of `sql` run with the simple query protocol, every value as
+/// text (NULL as ""), all its statements' rows in one list.
 pub async fn simple_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or_default().to_string())
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
+    simple_results(client, sql).await.concat()
 }
